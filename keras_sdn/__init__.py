@@ -1,0 +1,27 @@
+"""keras-sdn: spatial dependency networks for Keras 3.
+
+The layers are imported eagerly; the subpackages that pull in TensorFlow
+Probability or TensorFlow Datasets (`distributions`, `bijectors`, `models`,
+`metrics`, `data`, `export`) are imported on first access, so that using only
+the layers does not pay for importing those libraries.
+"""
+
+import importlib
+
+from keras_sdn import layers
+from keras_sdn.layers import ResidualSpatialDependency
+from keras_sdn.layers import SpatialDependency
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("bijectors", "data", "distributions", "export", "metrics", "models")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"keras_sdn.{name}")
+    raise AttributeError(f"module 'keras_sdn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY_SUBMODULES))

@@ -1,0 +1,180 @@
+"""Arguments, validation and configuration shared by the spatial dependency layers."""
+
+import keras
+from keras import activations
+from keras import constraints
+from keras import initializers
+from keras import regularizers
+
+from keras_sdn.layers.sweep import DIRECTIONS
+
+
+def standardize_directions(directions):
+    """Returns `directions` as a tuple of names from `DIRECTIONS`.
+
+    Args:
+        directions: An int `k` in 1..4 (the first `k` of `DIRECTIONS`), one
+            direction name, or a non-empty sequence of names.
+    """
+    if isinstance(directions, bool):
+        raise ValueError(
+            f"`directions` must be an int in 1..4 or direction names. Received: {directions!r}"
+        )
+    if isinstance(directions, int):
+        if not 1 <= directions <= len(DIRECTIONS):
+            raise ValueError(
+                f"`directions` must be an int in 1..{len(DIRECTIONS)} or a sequence of "
+                f"names from {DIRECTIONS}. Received: directions={directions}"
+            )
+        return DIRECTIONS[:directions]
+    if isinstance(directions, str):
+        directions = (directions,)
+    directions = tuple(directions)
+    unknown = [name for name in directions if name not in DIRECTIONS]
+    if not directions or unknown:
+        raise ValueError(
+            f"`directions` must be a non-empty sequence of names from {DIRECTIONS}. "
+            f"Received: directions={directions!r}"
+        )
+    return directions
+
+
+def check_channels_last(data_format):
+    data_format = data_format or keras.config.image_data_format()
+    if data_format != "channels_last":
+        raise ValueError(
+            "Spatial dependency layers support only data_format='channels_last' "
+            "(inputs shaped (batch, height, width, channels)). Received: "
+            f"data_format={data_format!r}. Transpose the inputs to channels-last."
+        )
+    return data_format
+
+
+def check_positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def project_in_layer(filters, kernel_size, upsample, name, **conv_kwargs):
+    """The project-in (or residual) convolution: transposed when up-sampling."""
+    if upsample == 1:
+        return keras.layers.Conv2D(filters, kernel_size, padding="same", name=name, **conv_kwargs)
+    return keras.layers.Conv2DTranspose(
+        filters, kernel_size, strides=upsample, padding="same", name=name, **conv_kwargs
+    )
+
+
+def check_image_input(layer_name, input_shape):
+    if len(input_shape) != 4:
+        raise ValueError(
+            f"{layer_name} expects inputs of rank 4, (batch, height, width, channels). "
+            f"Received input_shape={tuple(input_shape)}"
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"{layer_name} needs a known channel dimension (the last axis). "
+            f"Received input_shape={tuple(input_shape)}"
+        )
+
+
+class SpatialDependencyBase(keras.layers.Layer):
+    """Holds, checks and serializes the arguments of a spatial dependency layer.
+
+    Subclasses create their sublayers and weights; see `SpatialDependency`
+    for the meaning of each argument.
+    """
+
+    default_kernel_size = 1
+
+    def __init__(
+        self,
+        filters,
+        num_features=None,
+        directions=4,
+        kernel_size=None,
+        upsample=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        num_features = filters if num_features is None else num_features
+        check_positive("filters", filters)
+        check_positive("num_features", num_features)
+        check_positive("upsample", upsample)
+        if kernel_size is None:
+            kernel_size = self.default_kernel_size if upsample == 1 else 2 * upsample
+        check_positive("kernel_size", kernel_size)
+        self.filters = filters
+        self.num_features = num_features
+        self.directions = standardize_directions(directions)
+        self.kernel_size = kernel_size
+        self.upsample = upsample
+        self.activation = activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.data_format = check_channels_last(data_format)
+
+    def weight_kwargs(self):
+        """Keyword arguments that give a sublayer this layer's dtype policy and weight settings."""
+        return dict(
+            dtype=self.dtype_policy,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
+        )
+
+    def compute_output_shape(self, input_shape):
+        check_image_input(type(self).__name__, input_shape)
+        batch, height, width, _ = input_shape
+        scale = lambda size: None if size is None else size * self.upsample
+        return (batch, scale(height), scale(width), self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "num_features": self.num_features,
+                "directions": list(self.directions),
+                "kernel_size": self.kernel_size,
+                "upsample": self.upsample,
+                "activation": activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+                "kernel_constraint": constraints.serialize(self.kernel_constraint),
+                "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
+                "bias_constraint": constraints.serialize(self.bias_constraint),
+                "data_format": self.data_format,
+            }
+        )
+        return config

@@ -1,0 +1,126 @@
+"""The spatial dependency layer (Miladinovic et al., ICLR 2021)."""
+
+import keras
+import tensorflow as tf
+
+from keras_sdn.layers._base import SpatialDependencyBase
+from keras_sdn.layers._base import check_image_input
+from keras_sdn.layers._base import project_in_layer
+from keras_sdn.layers.sweep import sweep
+
+
+@keras.saving.register_keras_serializable(package="keras_sdn")
+class SpatialDependency(SpatialDependencyBase):
+    """Spatial dependency layer: project-in, directional gated sweeps, project-out.
+
+    The input is projected to `num_features` channels and squashed with tanh
+    (project-in). The map is then corrected by one gated sweep per direction,
+    in the given order: a sweep visits the rows (or columns) one after
+    another and updates every position of a row at once from the three
+    neighbouring positions of the already-corrected previous row, with a
+    GRU-like gate (see `keras_sdn.layers.sweep`). The first row of a sweep is
+    updated from an all-zero previous row (the paper's zero padding). A 1x1
+    projection to `filters` channels follows (project-out).
+
+    With one direction, output `(i, j)` depends only on inputs in the cone
+    behind it; with all four, every output depends on every input.
+
+    Args:
+        filters: Number of output channels.
+        num_features: Channels of the corrected representation. Defaults to
+            `filters`.
+        directions: An int `k` in 1..4, meaning the first `k` of
+            `("up", "left", "right", "down")` (bottom-to-top, right-to-left,
+            left-to-right, top-to-bottom), or a sequence of those names,
+            swept in the given order.
+        kernel_size: Kernel size of the project-in convolution. Defaults to 1,
+            or to `2 * upsample` when up-sampling.
+        upsample: Integer up-sampling factor. With `upsample > 1` project-in is
+            a transposed convolution with that stride.
+        activation: Activation applied to the output. Defaults to none.
+        use_bias: Whether the projections and sweeps use biases.
+        kernel_initializer: Initializer of the projections and of the sweeps'
+            input weights.
+        recurrent_initializer: Initializer of the sweeps' neighbourhood
+            weights.
+        bias_initializer: Initializer of all biases.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers of the same weights.
+        activity_regularizer: Regularizer of the output.
+        kernel_constraint, recurrent_constraint, bias_constraint: Constraints
+            of the same weights.
+        data_format: Only `"channels_last"` is supported.
+
+    Input shape:
+        `(batch, height, width, channels)`; height and width may be `None`.
+
+    Output shape:
+        `(batch, height * upsample, width * upsample, filters)`.
+
+    Example:
+
+    >>> layer = SpatialDependency(16, num_features=32, directions=2)
+    >>> layer(np.zeros((2, 8, 12, 3))).shape
+    TensorShape([2, 8, 12, 16])
+    """
+
+    def __init__(
+        self, filters, num_features=None, directions=4, kernel_size=None, upsample=1, **kwargs
+    ):
+        super().__init__(filters, num_features, directions, kernel_size, upsample, **kwargs)
+        self.project_in = project_in_layer(
+            self.num_features,
+            self.kernel_size,
+            self.upsample,
+            name="project_in",
+            **self.weight_kwargs(),
+        )
+        self.project_out = keras.layers.Dense(filters, name="project_out", **self.weight_kwargs())
+
+    def build(self, input_shape):
+        check_image_input(type(self).__name__, input_shape)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
+        self.project_in.build(input_shape)
+        features = self.num_features
+        count = len(self.directions)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(count, features, 3 * features),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel",
+            shape=(count, 3 * features, 3 * features),
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(count, 2, 3 * features),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+        self.project_out.build(self.project_in.compute_output_shape(input_shape))
+
+    def call(self, inputs):
+        corrected = tf.tanh(self.project_in(inputs))
+        dtype = corrected.dtype
+        kernel = tf.cast(self.kernel, dtype)
+        recurrent_kernel = tf.cast(self.recurrent_kernel, dtype)
+        if self.use_bias:
+            bias = tf.cast(self.bias, dtype)
+        else:
+            bias = tf.zeros((len(self.directions), 2, 3 * self.num_features), dtype)
+        for index, direction in enumerate(self.directions):
+            corrected = sweep(
+                corrected, kernel[index], recurrent_kernel[index], bias[index], direction
+            )
+        return self.activation(self.project_out(corrected))
+

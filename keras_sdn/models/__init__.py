@@ -1,0 +1,3 @@
+"""Generative models built from spatial dependency layers."""
+
+from keras_sdn.models.beta_vae import BetaVAE

@@ -1,0 +1,35 @@
+"""Packaging for keras-sdn."""
+
+import pathlib
+
+import setuptools
+
+HERE = pathlib.Path(__file__).parent
+
+setuptools.setup(
+    name="keras-sdn",
+    version="0.1.0",
+    description=(
+        "Spatial dependency networks (Miladinovic et al., ICLR 2021) as Keras 3 "
+        "layers, with an SDN-VAE and a beta-VAE built on TensorFlow Probability."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=setuptools.find_packages(include=["keras_sdn", "keras_sdn.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3",
+        "tensorflow-probability[tf]",
+        "tensorflow-datasets",
+        "numpy",
+        "pillow",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "scipy"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
