@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras_sdn.layers._base import SpatialDependencyBase
 from keras_sdn.layers._base import check_image_input
 from keras_sdn.layers._base import project_in_layer
-from keras_sdn.layers.sweep import sweep
+from keras_sdn.layers.sweep import sweeps
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -118,9 +118,6 @@ class SpatialDependency(SpatialDependencyBase):
             bias = tf.cast(self.bias, dtype)
         else:
             bias = tf.zeros((len(self.directions), 2, 3 * self.num_features), dtype)
-        for index, direction in enumerate(self.directions):
-            corrected = sweep(
-                corrected, kernel[index], recurrent_kernel[index], bias[index], direction
-            )
+        corrected = sweeps(corrected, kernel, recurrent_kernel, bias, self.directions)
         return self.activation(self.project_out(corrected))
 

@@ -16,15 +16,16 @@ the current value (two bias vectors per gate, as in the reference code). The
 first line of a sweep is updated from an all-zero previous line (the paper's
 zero padding).
 
-Every direction is computed by one canonical top-to-bottom sweep over a
-`(lines, batch, positions, features)` tensor: the map is transposed (and, for
-bottom-to-top and right-to-left, reversed) so that the swept axis leads. Inside
-the `tf.scan` step only the recurrent product and the gate arithmetic remain;
-the input projection `x W + b_x` is one matrix product over all lines before
-the scan. The gradient is hand-written (`tf.custom_gradient`): a reverse
-`tf.scan` carries the gradient of the previous line, and the weight gradients
-are computed after the loop with one large product over all lines, as fused
-RNN kernels do.
+Every direction is computed by one `tf.scan` over a `(lines, batch,
+positions, features)` tensor, forwards or backwards: the map is transposed so
+that the swept axis leads, once for a run of sweeps along the same axis.
+Inside the scan step only the recurrent product (a width-3 convolution across
+the previous line) and the gate arithmetic remain; the input projection
+`x W + b_x` is one matrix product over all lines before the scan. The gradient
+is hand-written (`tf.custom_gradient`): one scan in the opposite direction
+carries the gradient of the previous line and accumulates the weight
+gradients line by line, while each line's tensors are still in cache; nothing
+is differentiated through the loop by autodiff.
 
 For each direction the neighbourhood is ordered by increasing coordinate
 across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
@@ -35,131 +36,156 @@ import tensorflow as tf
 
 DIRECTIONS = ("up", "left", "right", "down")
 
-# direction -> (swept spatial axis of a (batch, height, width, features) map,
-#               whether the sweep runs against that axis)
+# direction -> (swept axis of a (batch, height, width, features) map,
+#               whether the sweep runs towards decreasing coordinates)
 _SWEEP_AXIS = {
     "up": (1, True),
     "left": (2, True),
     "right": (2, False),
     "down": (1, False),
 }
+_NATURAL_LAYOUT = (0, 1, 2, 3)
 
 
-def sweep(inputs, kernel, recurrent_kernel, bias, direction):
-    """Runs one directional sweep over a `(batch, height, width, F)` map.
+def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
+    """Runs one gated sweep per direction, in order, over a `(batch, height, width, F)` map.
 
     Args:
         inputs: Tensor `(batch, height, width, F)`, the map to correct.
-        kernel: Tensor `(F, 3F)`, input weights `[W_r, W_z, W_n]`.
-        recurrent_kernel: Tensor `(3F, 3F)`, neighbourhood weights: rows
-            `[0, F)` act on the lower-coordinate neighbour, `[F, 2F)` on the
-            aligned one, `[2F, 3F)` on the higher-coordinate neighbour;
-            columns are the `r, z, n` gates.
-        bias: Tensor `(2, 3F)`: input biases `b_x` and neighbourhood biases
-            `b_u`.
-        direction: One of `DIRECTIONS`.
+        kernels: Tensor `(D, F, 3F)`, each direction's input weights
+            `[W_r, W_z, W_n]`.
+        recurrent_kernels: Tensor `(D, 3F, 3F)`, each direction's
+            neighbourhood weights: rows `[0, F)` act on the lower-coordinate
+            neighbour, `[F, 2F)` on the aligned one, `[2F, 3F)` on the
+            higher-coordinate one; columns are the `r, z, n` gates.
+        biases: Tensor `(D, 2, 3F)`: input biases `b_x` and neighbourhood
+            biases `b_u` of each direction.
+        directions: Sequence of `D` names from `DIRECTIONS`.
 
     Returns:
         The corrected map, same shape and dtype as `inputs`.
     """
-    axis, backwards = _SWEEP_AXIS[direction]
-    perm = [axis, 0, 3 - axis, 3]  # (swept, batch, across, features)
-    lines = tf.transpose(inputs, perm)
-    if backwards:
-        lines = tf.reverse(lines, [0])
-    corrected = _top_to_bottom_sweep(lines, kernel, recurrent_kernel, bias)
-    if backwards:
-        corrected = tf.reverse(corrected, [0])
-    return tf.transpose(corrected, [perm.index(dim) for dim in range(4)])
+    corrected, layout = inputs, _NATURAL_LAYOUT
+    for index, direction in enumerate(directions):
+        axis, backwards = _SWEEP_AXIS[direction]
+        corrected, layout = _to_layout(corrected, layout, (axis, 0, 3 - axis, 3))
+        sweep_lines = _backward_line_sweep if backwards else _forward_line_sweep
+        corrected = sweep_lines(
+            corrected, kernels[index], recurrent_kernels[index], biases[index]
+        )
+    return _to_layout(corrected, layout, _NATURAL_LAYOUT)[0]
 
 
-def _recurrent_filters(recurrent_kernel):
-    """`(3F, 3F)` neighbourhood weights as the filters of a width-3 convolution."""
-    features = recurrent_kernel.shape[-1] // 3
-    return tf.reshape(recurrent_kernel, (3, features, 3 * features))
+def _to_layout(tensor, layout, new_layout):
+    """Transposes `tensor`, whose axes are `layout` of the natural axes, to `new_layout`."""
+    if layout == new_layout:
+        return tensor, layout
+    return tf.transpose(tensor, [layout.index(axis) for axis in new_layout]), new_layout
 
 
 def _neighbourhood(lines):
-    """`[h[j-1], h[j], h[j+1]]` for every position `j` of every line, zeros outside."""
+    """`[h[j-1], h[j], h[j+1]]` for every position `j` of `lines` (..., A, F), zeros outside."""
     padding = [[0, 0]] * (lines.shape.rank - 2) + [[1, 1], [0, 0]]
     padded = tf.pad(lines, padding)
     return tf.concat([padded[..., :-2, :], padded[..., 1:-1, :], padded[..., 2:, :]], -1)
 
 
-def _sum_of_outer_products(a, b):
-    """`sum_p a[p]^T b[p]` over every position `p`: a weight gradient."""
-    a = tf.reshape(a, (-1, a.shape[-1]))
-    b = tf.reshape(b, (-1, b.shape[-1]))
-    return tf.matmul(a, b, transpose_a=True)
-
-
-@tf.custom_gradient
-def _top_to_bottom_sweep(lines, kernel, recurrent_kernel, bias):
-    """The canonical sweep over `lines` of shape `(T, batch, A, F)`."""
-    features = lines.shape[-1]
-    filters = _recurrent_filters(recurrent_kernel)
-    projected = tf.einsum("tbaf,fg->tbag", lines, kernel) + bias[0]
-    projected_gates, projected_proposal = projected[..., : 2 * features], projected[..., 2 * features :]
-
-    def step(carry, elems):
-        previous = carry[0]
-        x, x_gates, x_proposal = elems
-        # Every position of the line at once: the neighbourhood product is a
-        # width-3 convolution across the previous line.
-        recurrent = tf.nn.conv1d(previous, filters, stride=1, padding="SAME") + bias[1]
-        gates = tf.sigmoid(x_gates + recurrent[..., : 2 * features])
-        reset, update = gates[..., :features], gates[..., features:]
-        proposal = tf.tanh(reset * x_proposal + recurrent[..., 2 * features :])
-        corrected = proposal + update * (x - proposal)
-        return corrected, gates, proposal
-
-    zeros = tf.zeros_like(lines[0])
-    corrected, gates, proposal = tf.scan(
-        step,
-        (lines, projected_gates, projected_proposal),
-        initializer=(zeros, tf.concat([zeros, zeros], -1), zeros),
+def _neighbourhood_transpose(d_neighbourhood):
+    """The gradient of `_neighbourhood`: each position collects its three uses."""
+    features = d_neighbourhood.shape[-1] // 3
+    padding = [[0, 0]] * (d_neighbourhood.shape.rank - 2) + [[1, 1], [0, 0]]
+    padded = tf.pad(d_neighbourhood, padding)
+    return (
+        padded[..., 2:, :features]
+        + padded[..., 1:-1, features : 2 * features]
+        + padded[..., :-2, 2 * features :]
     )
 
-    def grad(upstream):
-        reset, update = gates[..., :features], gates[..., features:]
-        # Local derivatives of each line's output, all lines at once.
-        update_coeff = (lines - proposal) * update * (1.0 - update)
-        proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
-        reset_coeff = projected_proposal * reset * (1.0 - reset)
-        # The transpose of the width-3 convolution is the width-3 convolution
-        # with the taps reversed and each tap's matrix transposed.
-        transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
 
-        def back_step(carry, elems):
-            from_next_line = carry[0]
-            d_output, d_update, d_proposal, d_reset = elems
-            d_corrected = d_output + from_next_line
-            d_proposal_pre = d_corrected * d_proposal
-            d_recurrent = tf.concat(
-                [d_proposal_pre * d_reset, d_corrected * d_update, d_proposal_pre], -1
+def _flat(tensor):
+    return tf.reshape(tensor, (-1, tensor.shape[-1]))
+
+
+def _make_line_sweep(backwards):
+    """The sweep over `lines` (T, batch, A, F), visiting lines in increasing
+    order of T, or decreasing if `backwards`."""
+
+    @tf.custom_gradient
+    def line_sweep(lines, kernel, recurrent_kernel, bias):
+        features = lines.shape[-1]
+        projected = tf.einsum("tbaf,fg->tbag", lines, kernel) + bias[0]
+        projected_gates = projected[..., : 2 * features]
+        projected_proposal = projected[..., 2 * features :]
+
+        def step(carry, elems):
+            previous = carry[0]
+            x, x_gates, x_proposal = elems
+            recurrent = tf.einsum("baf,fg->bag", _neighbourhood(previous), recurrent_kernel) + bias[1]
+            gates = tf.sigmoid(x_gates + recurrent[..., : 2 * features])
+            reset, update = gates[..., :features], gates[..., features:]
+            proposal = tf.tanh(reset * x_proposal + recurrent[..., 2 * features :])
+            corrected = proposal + update * (x - proposal)
+            return corrected, gates, proposal
+
+        zeros = tf.zeros_like(lines[0])
+        corrected, gates, proposal = tf.scan(
+            step,
+            (lines, projected_gates, projected_proposal),
+            initializer=(zeros, tf.concat([zeros, zeros], -1), zeros),
+            reverse=backwards,
+        )
+
+        def grad(upstream):
+            if backwards:
+                previous_lines = tf.concat([corrected[1:], zeros[tf.newaxis]], 0)
+            else:
+                previous_lines = tf.concat([zeros[tf.newaxis], corrected[:-1]], 0)
+
+            def back_step(carry, elems):
+                from_next_line, _, d_kernel, d_recurrent_kernel, d_bias = carry
+                d_output, x, previous, line_gates, line_proposal, x_proposal = elems
+                reset, update = line_gates[..., :features], line_gates[..., features:]
+                d_corrected = d_output + from_next_line
+                d_proposal = d_corrected * (1.0 - update) * (1.0 - tf.square(line_proposal))
+                d_reset = d_proposal * x_proposal * reset * (1.0 - reset)
+                d_update = d_corrected * (x - line_proposal) * update * (1.0 - update)
+                d_recurrent = tf.concat([d_reset, d_update, d_proposal], -1)
+                d_projected = _flat(tf.concat([d_reset, d_update, d_proposal * reset], -1))
+                d_x = d_corrected * update + tf.reshape(
+                    tf.matmul(d_projected, kernel, transpose_b=True), tf.shape(x)
+                )
+                d_kernel += tf.matmul(_flat(x), d_projected, transpose_a=True)
+                d_recurrent_kernel += tf.matmul(
+                    _flat(_neighbourhood(previous)), _flat(d_recurrent), transpose_a=True
+                )
+                d_bias += tf.stack(
+                    [tf.reduce_sum(d_projected, 0), tf.reduce_sum(_flat(d_recurrent), 0)]
+                )
+                to_previous_line = _neighbourhood_transpose(
+                    tf.einsum("bag,fg->baf", d_recurrent, recurrent_kernel)
+                )
+                return to_previous_line, d_x, d_kernel, d_recurrent_kernel, d_bias
+
+            _, d_lines, d_kernel, d_recurrent_kernel, d_bias = tf.scan(
+                back_step,
+                (upstream, lines, previous_lines, gates, proposal, projected_proposal),
+                initializer=(
+                    zeros,
+                    zeros,
+                    tf.zeros_like(kernel),
+                    tf.zeros_like(recurrent_kernel),
+                    tf.zeros_like(bias),
+                ),
+                reverse=not backwards,
             )
-            to_previous_line = tf.nn.conv1d(d_recurrent, transposed_filters, 1, "SAME")
-            return to_previous_line, d_recurrent, d_corrected
+            # The accumulators end complete at the last line visited.
+            last = -1 if backwards else 0
+            return d_lines, d_kernel[last], d_recurrent_kernel[last], d_bias[last]
 
-        _, d_recurrent, d_corrected = tf.scan(
-            back_step,
-            (upstream, update_coeff, proposal_coeff, reset_coeff),
-            initializer=(zeros, tf.zeros_like(projected[0]), zeros),
-            reverse=True,
-        )
-        d_projected = tf.concat(
-            [d_recurrent[..., : 2 * features], d_recurrent[..., 2 * features :] * reset], -1
-        )
-        d_lines = d_corrected * update + tf.einsum("tbag,fg->tbaf", d_projected, kernel)
-        previous_lines = tf.concat([zeros[tf.newaxis], corrected[:-1]], 0)
-        d_kernel = _sum_of_outer_products(lines, d_projected)
-        d_recurrent_kernel = _sum_of_outer_products(_neighbourhood(previous_lines), d_recurrent)
-        d_bias = tf.stack(
-            [
-                tf.reduce_sum(d_projected, axis=(0, 1, 2)),
-                tf.reduce_sum(d_recurrent, axis=(0, 1, 2)),
-            ]
-        )
-        return d_lines, d_kernel, d_recurrent_kernel, d_bias
+        return corrected, grad
 
-    return corrected, grad
+    return line_sweep
+
+
+_forward_line_sweep = _make_line_sweep(backwards=False)
+_backward_line_sweep = _make_line_sweep(backwards=True)
