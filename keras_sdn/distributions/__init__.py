@@ -1,0 +1,4 @@
+"""TensorFlow Probability distributions for SDN models."""
+
+from keras_sdn.distributions.discretized_logistic_mixture import DiscretizedLogisticMixture
+from keras_sdn.distributions.gaussian import diagonal_gaussian
