@@ -1,0 +1,159 @@
+"""Speed of a SpatialDependency layer against a 3x3 convolution.
+
+For every map size, feature count and number of directions, times the forward
+and the forward+backward pass (gradients for the input and all weights) of
+`SpatialDependency(F, num_features=F, directions=D)` and of
+`keras.layers.Conv2D(F, 3, padding="same")` on a `(batch, size, size, F)`
+float32 batch, both inside `tf.function`, in graph mode and with
+`jit_compile=True`. The two layers are timed alternately in one process (the
+median of `--repeats` runs after warm-up), so that the ratio is fair on a
+noisy machine. Also reports the arithmetic ratio (multiply-adds per pixel:
+`(2 + 12 D) F^2` against `9 F^2`) and the peak growth of the process' resident
+memory during one forward+backward call.
+
+    python benchmarks/layer_speed.py                      # the full grid
+    python benchmarks/layer_speed.py --sizes 32 --features 64 --directions 2 --batch 32
+
+Prints a table and writes it as JSON (`--output`).
+"""
+
+import argparse
+import itertools
+import json
+import os
+import re
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_sdn import SpatialDependency  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--features", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--directions", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per layer (median)")
+    parser.add_argument("--modes", nargs="+", default=["graph", "xla"], choices=["graph", "xla"])
+    parser.add_argument("--output", default="benchmarks/layer_speed.json")
+    return parser.parse_args()
+
+
+def compiled_passes(layer, jit_compile):
+    """The forward and the forward+backward pass of `layer` as tf.functions."""
+
+    @tf.function(jit_compile=jit_compile)
+    def forward(x):
+        return layer(x)
+
+    @tf.function(jit_compile=jit_compile)
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.square(layer(x)))
+        return tape.gradient(loss, [x] + layer.trainable_weights)
+
+    return {"forward": forward, "forward+backward": forward_backward}
+
+
+def run_once(function, x):
+    start = time.perf_counter()
+    tf.nest.map_structure(lambda tensor: tensor.numpy(), function(x))
+    return time.perf_counter() - start
+
+
+def alternate_medians(functions, x, repeats):
+    """Median seconds of each function, timed in turn after two warm-up calls."""
+    for function in functions:
+        run_once(function, x)
+        run_once(function, x)
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for index, function in enumerate(functions):
+            times[index].append(run_once(function, x))
+    return [float(np.median(t)) for t in times]
+
+
+def resident_kib(field):
+    status = open("/proc/self/status").read()
+    return int(re.search(rf"{field}:\s+(\d+)", status).group(1))
+
+
+def peak_memory_growth_mib(function, x):
+    """Peak resident memory above the starting point during one call (Linux)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # resets the high-water mark VmHWM
+    before = resident_kib("VmRSS")
+    run_once(function, x)
+    return (resident_kib("VmHWM") - before) / 1024
+
+
+def arithmetic_ratio(directions):
+    """Multiply-adds per pixel of the SDN layer (1x1 projections) over a 3x3 conv."""
+    return (2 + 12 * directions) / 9
+
+
+def measure(size, features, directions, mode, batch, repeats):
+    x = tf.random.normal((batch, size, size, features))
+    sdn = SpatialDependency(features, num_features=features, directions=directions)
+    conv = keras.layers.Conv2D(features, 3, padding="same")
+    sdn(x), conv(x)
+    sdn_passes = compiled_passes(sdn, mode == "xla")
+    conv_passes = compiled_passes(conv, mode == "xla")
+    row = dict(size=size, features=features, directions=directions, mode=mode, batch=batch,
+               arithmetic_ratio=round(arithmetic_ratio(directions), 2))
+    for name in ("forward", "forward+backward"):
+        sdn_seconds, conv_seconds = alternate_medians(
+            [sdn_passes[name], conv_passes[name]], x, repeats
+        )
+        row[f"{name} sdn ms"] = round(1000 * sdn_seconds, 2)
+        row[f"{name} conv ms"] = round(1000 * conv_seconds, 2)
+        row[f"{name} ratio"] = round(sdn_seconds / conv_seconds, 2)
+    row["forward+backward sdn peak MiB"] = round(
+        peak_memory_growth_mib(sdn_passes["forward+backward"], x), 1
+    )
+    row["forward+backward conv peak MiB"] = round(
+        peak_memory_growth_mib(conv_passes["forward+backward"], x), 1
+    )
+    return row
+
+
+COLUMNS = [
+    ("mode", "{:>5}"), ("size", "{:>4}"), ("features", "{:>4}"), ("directions", "{:>3}"),
+    ("forward sdn ms", "{:>9.1f}"), ("forward conv ms", "{:>9.1f}"), ("forward ratio", "{:>6.2f}"),
+    ("forward+backward sdn ms", "{:>9.1f}"), ("forward+backward conv ms", "{:>9.1f}"),
+    ("forward+backward ratio", "{:>6.2f}"), ("arithmetic_ratio", "{:>6.2f}"),
+    ("forward+backward sdn peak MiB", "{:>8.1f}"), ("forward+backward conv peak MiB", "{:>8.1f}"),
+]
+HEADERS = ["mode", "size", "F", "D", "fwd SDN", "fwd conv", "ratio", "f+b SDN", "f+b conv",
+           "ratio", "arith", "SDN MiB", "conv MiB"]
+
+
+def print_row(row):
+    print(" | ".join(fmt.format(row[key]) for key, fmt in COLUMNS), flush=True)
+
+
+def main():
+    args = parse_args()
+    print(f"batch {args.batch}, median of {args.repeats} alternating runs; times in ms")
+    print(" | ".join(HEADERS))
+    rows = []
+    grid = itertools.product(args.modes, args.sizes, args.features, args.directions)
+    for mode, size, features, directions in grid:
+        row = measure(size, features, directions, mode, args.batch, args.repeats)
+        print_row(row)
+        rows.append(row)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as file:
+        json.dump({"args": vars(args), "rows": rows}, file, indent=1)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

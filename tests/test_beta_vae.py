@@ -1,0 +1,233 @@
+"""Tests of keras_sdn.models.BetaVAE."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sdn.distributions import DiscretizedLogisticMixture
+from keras_sdn.layers import SpatialDependency
+from keras_sdn.models import BetaVAE
+
+LATENT_DIM = 3
+
+
+def make_model(decoder="conv", **kwargs):
+    kwargs = {"latent_dim": LATENT_DIM, "sdn_num_features": 8, "seed": 0, **kwargs}
+    model = BetaVAE(decoder=decoder, **kwargs)
+    model.build((None, 64, 64, 3))
+    return model
+
+
+def make_images(n=2, seed=0, num_bits=8):
+    return np.random.default_rng(seed).integers(0, 2**num_bits, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def numpy_encoder_outputs(model, images):
+    """Posterior mean and log-variance from the encoder network, float64."""
+    scaled = images.astype(np.float32) / (2**model.num_bits - 1) * 2 - 1
+    outputs = np.asarray(model.encoder_network(scaled), dtype=np.float64)
+    return outputs[:, :LATENT_DIM], outputs[:, LATENT_DIM:]
+
+
+@pytest.mark.parametrize("decoder", ["conv", "sdn"])
+def test_shapes_and_dtypes(decoder):
+    model = make_model(decoder)
+    images = make_images(3)
+    terms = model(images)
+    assert terms["reconstruction"].shape == (3,)
+    assert terms["kl"].shape == (3,)
+    codes = model.encode(images, batch_size=2)
+    assert codes.shape == (3, LATENT_DIM)
+    decoded = model.decode(codes)
+    assert decoded.shape == (3, 64, 64, 3)
+    assert decoded.dtype == "uint8"
+    params = model.decoder_network(codes)
+    assert params.shape == (3, 64, 64, DiscretizedLogisticMixture.params_size(1, 3))
+
+
+def test_sdn_decoder_replaces_the_32x32_stage():
+    conv, sdn = make_model("conv"), make_model("sdn")
+    sdn_layers = [layer for layer in sdn.decoder_network.layers if isinstance(layer, SpatialDependency)]
+    assert len(sdn_layers) == 1
+    layer = sdn_layers[0]
+    assert layer.directions == ("up",)
+    assert layer.upsample == 2 and layer.num_features == 8 and layer.filters == 32
+    assert layer.compute_output_shape((None, 16, 16, 32)) == (None, 32, 32, 32)
+    assert not any(isinstance(layer, SpatialDependency) for layer in conv.decoder_network.layers)
+    # Only that stage differs: the two decoders have the same number of layers.
+    assert len(conv.decoder_network.layers) == len(sdn.decoder_network.layers)
+
+
+def test_posterior_mean_and_kl_against_numpy():
+    model = make_model()
+    images = make_images(4, seed=1)
+    mean, log_variance = numpy_encoder_outputs(model, images)
+    np.testing.assert_allclose(model.encode(images), mean, rtol=1e-5, atol=1e-6)
+    expected_kl = 0.5 * np.sum(mean**2 + np.exp(log_variance) - 1.0 - log_variance, axis=1)
+    np.testing.assert_allclose(model(images)["kl"], expected_kl, rtol=1e-4, atol=1e-5)
+
+
+def test_reconstruction_is_the_negative_log_likelihood_of_the_sampled_code():
+    model = make_model("sdn")
+    # A log-variance of -40 makes the posterior a point mass at its mean.
+    dense = model.encoder_network.layers[-1]
+    kernel, bias = dense.get_weights()
+    bias[LATENT_DIM:] = -40.0
+    kernel[:, LATENT_DIM:] = 0.0
+    dense.set_weights([kernel, bias])
+    images = make_images(2, seed=2)
+    likelihood = model.observation_distribution(model.encode(images))
+    np.testing.assert_allclose(
+        model(images)["reconstruction"], -likelihood.log_prob(images), rtol=1e-5
+    )
+    assert np.all(np.asarray(model(images)["reconstruction"]) > 0)
+
+
+def test_beta_warm_up_schedule_and_metric_relations():
+    model = make_model(beta=4.0, beta_warmup_steps=4)
+    model.compile(optimizer=keras.optimizers.Adamax(1e-4))
+    images = make_images(2, seed=3)
+    betas = []
+    for _ in range(6):
+        logs = model.train_on_batch(images, return_dict=True)
+        betas.append(float(logs["beta"]))
+        assert set(logs) == {"loss", "elbo", "reconstruction", "kl", "beta"}
+    np.testing.assert_allclose(betas, [0.0, 1.0, 2.0, 3.0, 4.0, 4.0], rtol=1e-6)
+    assert int(model.steps_trained.numpy()) == 6
+
+    logs = model.test_on_batch(images, return_dict=True)
+    np.testing.assert_allclose(logs["beta"], 4.0)
+    np.testing.assert_allclose(logs["elbo"], -(logs["reconstruction"] + logs["kl"]), rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], logs["reconstruction"] + 4.0 * logs["kl"], rtol=1e-5)
+
+
+def test_without_warm_up_beta_is_constant():
+    model = make_model(beta=2.5, beta_warmup_steps=0)
+    model.compile()
+    assert isinstance(model.optimizer, keras.optimizers.Adamax)
+    logs = model.train_on_batch(make_images(2), return_dict=True)
+    np.testing.assert_allclose(logs["beta"], 2.5)
+
+
+@pytest.mark.parametrize("decoder", ["conv", "sdn"])
+def test_gradients_reach_every_weight(decoder):
+    import tensorflow as tf
+
+    model = make_model(decoder, beta=1.0)
+    images = make_images(2, seed=4)
+    with tf.GradientTape() as tape:
+        terms = model(images)
+        loss = tf.reduce_mean(terms["reconstruction"] + terms["kl"])
+    gradients = tape.gradient(loss, model.trainable_variables)
+    for variable, gradient in zip(model.trainable_variables, gradients):
+        assert gradient is not None, variable.path
+        assert np.all(np.isfinite(gradient)), variable.path
+        assert np.any(np.asarray(gradient) != 0), variable.path
+
+
+def test_fit_lowers_the_loss():
+    keras.utils.set_random_seed(0)
+    model = make_model(beta=1.0, beta_warmup_steps=0)
+    model.compile(optimizer=keras.optimizers.Adamax(3e-3))
+    colours = np.random.default_rng(5).integers(0, 256, (8, 1, 1, 3), dtype=np.uint8)
+    images = np.broadcast_to(colours, (8, 64, 64, 3))  # flat colours: quick to learn
+    before = model.evaluate(images, batch_size=8, verbose=0, return_dict=True)["loss"]
+    model.fit(images, batch_size=8, epochs=20, verbose=0)
+    after = model.evaluate(images, batch_size=8, verbose=0, return_dict=True)["loss"]
+    assert after < 0.95 * before
+
+
+def test_traverse_sets_one_latent_at_a_time():
+    model = make_model()
+    image = make_images(1, seed=6)[0]
+    values = [-2.0, 0.5, 3.0]
+    grid = model.traverse(image, values, dims=[2, 0])
+    assert grid.shape == (2, 3, 64, 64, 3) and grid.dtype == "uint8"
+    code = np.asarray(model.encode(image[None]))[0]
+    for row, dim in enumerate([2, 0]):
+        for column, value in enumerate(values):
+            expected_code = code.copy()
+            expected_code[dim] = value
+            np.testing.assert_array_equal(grid[row, column], model.decode(expected_code[None])[0])
+    assert model.traverse(image, [1.0]).shape == (LATENT_DIM, 1, 64, 64, 3)
+
+
+def test_get_config_round_trip():
+    model = make_model("sdn", beta=3.0, beta_warmup_steps=7, num_bits=5, name="vae")
+    config = model.get_config()
+    for key, value in {
+        "latent_dim": LATENT_DIM,
+        "decoder": "sdn",
+        "beta": 3.0,
+        "beta_warmup_steps": 7,
+        "channels": 3,
+        "num_bits": 5,
+        "sdn_num_features": 8,
+        "seed": 0,
+        "name": "vae",
+    }.items():
+        assert config[key] == value, key
+    clone = BetaVAE.from_config(config)
+    assert clone.get_config() == config
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = make_model("sdn", beta=2.0, beta_warmup_steps=10)
+    model.compile(optimizer=keras.optimizers.Adamax(1e-3))
+    images = make_images(2, seed=7)
+    model.train_on_batch(images)
+    model.train_on_batch(images)
+    path = str(tmp_path / "beta_vae.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+
+    assert isinstance(loaded, BetaVAE) and loaded.get_config() == model.get_config()
+    codes = model.encode(images)
+    np.testing.assert_allclose(loaded.encode(images), codes, rtol=1e-6)
+    np.testing.assert_allclose(loaded.decoder_network(codes), model.decoder_network(codes), rtol=1e-6)
+    assert int(loaded.steps_trained.numpy()) == 2
+    np.testing.assert_allclose(loaded.current_beta(), 0.4)
+    assert isinstance(loaded.optimizer, keras.optimizers.Adamax)
+    assert int(loaded.optimizer.iterations.numpy()) == 2
+    logs = loaded.train_on_batch(images, return_dict=True)
+    np.testing.assert_allclose(logs["beta"], 0.4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"decoder": "pixelcnn"}, "decoder"),
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"beta": -1.0}, "beta"),
+        ({"beta": "4"}, "beta"),
+        ({"beta_warmup_steps": -1}, "beta_warmup_steps"),
+        ({"beta_warmup_steps": 2.5}, "beta_warmup_steps"),
+        ({"channels": 0}, "channels"),
+        ({"num_bits": 9}, "num_bits"),
+        ({"sdn_num_features": 0}, "sdn_num_features"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        BetaVAE(**kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="images"):
+        BetaVAE(latent_dim=2).build((None, 32, 32, 3))
+    model = make_model()
+    with pytest.raises(ValueError, match="loss"):
+        model.compile(loss="mse")
+    image = make_images(1)[0]
+    with pytest.raises(ValueError, match="image"):
+        model.traverse(image[None], [0.0])
+    with pytest.raises(ValueError, match="values"):
+        model.traverse(image, [])
+    with pytest.raises(ValueError, match="dims"):
+        model.traverse(image, [0.0], dims=[LATENT_DIM])
+    with pytest.raises(ValueError, match="batch_size"):
+        model.encode(make_images(2), batch_size=0)
