@@ -23,9 +23,10 @@ Inside the scan step only the recurrent product (a width-3 convolution across
 the previous line) and the gate arithmetic remain; the input projection
 `x W + b_x` is one matrix product over all lines before the scan. The gradient
 is hand-written (`tf.custom_gradient`): one scan in the opposite direction
-carries the gradient of the previous line and accumulates the weight
-gradients line by line, while each line's tensors are still in cache; nothing
-is differentiated through the loop by autodiff.
+carries only the gradient that flows into the previous line; the gates' local
+derivatives are computed for all lines before it, and the input and weight
+gradients after it, each as one large product over all lines (as fused RNN
+kernels do). Nothing is differentiated through the loop by autodiff.
 
 For each direction the neighbourhood is ordered by increasing coordinate
 across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
@@ -90,20 +91,19 @@ def _neighbourhood(lines):
     return tf.concat([padded[..., :-2, :], padded[..., 1:-1, :], padded[..., 2:, :]], -1)
 
 
-def _neighbourhood_transpose(d_neighbourhood):
-    """The gradient of `_neighbourhood`: each position collects its three uses."""
-    features = d_neighbourhood.shape[-1] // 3
-    padding = [[0, 0]] * (d_neighbourhood.shape.rank - 2) + [[1, 1], [0, 0]]
-    padded = tf.pad(d_neighbourhood, padding)
-    return (
-        padded[..., 2:, :features]
-        + padded[..., 1:-1, features : 2 * features]
-        + padded[..., :-2, 2 * features :]
-    )
+def _matmul(tensor, matrix):
+    """`tensor @ matrix` over the last axis, as one 2-D matrix product."""
+    flat = tf.matmul(tf.reshape(tensor, (-1, tensor.shape[-1])), matrix)
+    return tf.reshape(flat, tf.concat([tf.shape(tensor)[:-1], [matrix.shape[-1]]], 0))
 
 
 def _flat(tensor):
     return tf.reshape(tensor, (-1, tensor.shape[-1]))
+
+
+def _sum_of_outer_products(a, b):
+    """`sum_p a[p]^T b[p]` over every position `p`: a weight gradient."""
+    return tf.matmul(_flat(a), _flat(b), transpose_a=True)
 
 
 def _make_line_sweep(backwards):
@@ -113,74 +113,73 @@ def _make_line_sweep(backwards):
     @tf.custom_gradient
     def line_sweep(lines, kernel, recurrent_kernel, bias):
         features = lines.shape[-1]
-        projected = tf.einsum("tbaf,fg->tbag", lines, kernel) + bias[0]
-        projected_gates = projected[..., : 2 * features]
-        projected_proposal = projected[..., 2 * features :]
+        # The neighbourhood product is a width-3 convolution across the line.
+        filters = tf.reshape(recurrent_kernel, (3, features, 3 * features))
+        gate_filters, proposal_filters = tf.split(filters, [2 * features, features], -1)
+        gate_bias, proposal_bias = tf.split(bias[1], [2 * features, features])
+        projected = _matmul(lines, kernel) + bias[0]
+        projected_gates, projected_proposal = tf.split(projected, [2 * features, features], -1)
+        # The neighbourhood bias of the gates is folded into the projection.
+        biased_gates = projected_gates + gate_bias
 
         def step(carry, elems):
             previous = carry[0]
             x, x_gates, x_proposal = elems
-            recurrent = tf.einsum("baf,fg->bag", _neighbourhood(previous), recurrent_kernel) + bias[1]
-            gates = tf.sigmoid(x_gates + recurrent[..., : 2 * features])
-            reset, update = gates[..., :features], gates[..., features:]
-            proposal = tf.tanh(reset * x_proposal + recurrent[..., 2 * features :])
+            gates = tf.sigmoid(x_gates + tf.nn.conv1d(previous, gate_filters, 1, "SAME"))
+            reset, update = tf.split(gates, 2, -1)
+            recurrent_proposal = tf.nn.conv1d(previous, proposal_filters, 1, "SAME")
+            proposal = tf.tanh(reset * x_proposal + recurrent_proposal + proposal_bias)
             corrected = proposal + update * (x - proposal)
             return corrected, gates, proposal
 
         zeros = tf.zeros_like(lines[0])
         corrected, gates, proposal = tf.scan(
             step,
-            (lines, projected_gates, projected_proposal),
+            (lines, biased_gates, projected_proposal),
             initializer=(zeros, tf.concat([zeros, zeros], -1), zeros),
             reverse=backwards,
         )
 
         def grad(upstream):
+            reset, update = tf.split(gates, 2, -1)
+            # Each line's local derivatives, for all lines at once.
+            proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
+            reset_coeff = projected_proposal * reset * (1.0 - reset)
+            update_coeff = (lines - proposal) * update * (1.0 - update)
+            # The transpose of the width-3 convolution: taps reversed, each
+            # tap's matrix transposed.
+            transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
             if backwards:
                 previous_lines = tf.concat([corrected[1:], zeros[tf.newaxis]], 0)
             else:
                 previous_lines = tf.concat([zeros[tf.newaxis], corrected[:-1]], 0)
 
             def back_step(carry, elems):
-                from_next_line, _, d_kernel, d_recurrent_kernel, d_bias = carry
-                d_output, x, previous, line_gates, line_proposal, x_proposal = elems
-                reset, update = line_gates[..., :features], line_gates[..., features:]
+                from_next_line = carry[0]
+                d_output, c_proposal, c_reset, c_update = elems
                 d_corrected = d_output + from_next_line
-                d_proposal = d_corrected * (1.0 - update) * (1.0 - tf.square(line_proposal))
-                d_reset = d_proposal * x_proposal * reset * (1.0 - reset)
-                d_update = d_corrected * (x - line_proposal) * update * (1.0 - update)
-                d_recurrent = tf.concat([d_reset, d_update, d_proposal], -1)
-                d_projected = _flat(tf.concat([d_reset, d_update, d_proposal * reset], -1))
-                d_x = d_corrected * update + tf.reshape(
-                    tf.matmul(d_projected, kernel, transpose_b=True), tf.shape(x)
+                d_proposal = d_corrected * c_proposal
+                d_recurrent = tf.concat(
+                    [d_proposal * c_reset, d_corrected * c_update, d_proposal], -1
                 )
-                d_kernel += tf.matmul(_flat(x), d_projected, transpose_a=True)
-                d_recurrent_kernel += tf.matmul(
-                    _flat(_neighbourhood(previous)), _flat(d_recurrent), transpose_a=True
-                )
-                d_bias += tf.stack(
-                    [tf.reduce_sum(d_projected, 0), tf.reduce_sum(_flat(d_recurrent), 0)]
-                )
-                to_previous_line = _neighbourhood_transpose(
-                    tf.einsum("bag,fg->baf", d_recurrent, recurrent_kernel)
-                )
-                return to_previous_line, d_x, d_kernel, d_recurrent_kernel, d_bias
+                to_previous_line = tf.nn.conv1d(d_recurrent, transposed_filters, 1, "SAME")
+                return to_previous_line, d_corrected, d_recurrent
 
-            _, d_lines, d_kernel, d_recurrent_kernel, d_bias = tf.scan(
+            _, d_corrected, d_recurrent = tf.scan(
                 back_step,
-                (upstream, lines, previous_lines, gates, proposal, projected_proposal),
-                initializer=(
-                    zeros,
-                    zeros,
-                    tf.zeros_like(kernel),
-                    tf.zeros_like(recurrent_kernel),
-                    tf.zeros_like(bias),
-                ),
+                (upstream, proposal_coeff, reset_coeff, update_coeff),
+                initializer=(zeros, zeros, tf.zeros_like(projected[0])),
                 reverse=not backwards,
             )
-            # The accumulators end complete at the last line visited.
-            last = -1 if backwards else 0
-            return d_lines, d_kernel[last], d_recurrent_kernel[last], d_bias[last]
+            d_recurrent_kernel = _sum_of_outer_products(_neighbourhood(previous_lines), d_recurrent)
+            d_reset, d_update, d_proposal = tf.split(d_recurrent, 3, -1)
+            d_projected = tf.concat([d_reset, d_update, d_proposal * reset], -1)
+            d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
+            d_kernel = _sum_of_outer_products(lines, d_projected)
+            d_bias = tf.stack(
+                [tf.reduce_sum(_flat(d_projected), 0), tf.reduce_sum(_flat(d_recurrent), 0)]
+            )
+            return d_lines, d_kernel, d_recurrent_kernel, d_bias
 
         return corrected, grad
 
