@@ -8,8 +8,10 @@ float32 batch, both inside `tf.function`, in graph mode and with
 `jit_compile=True`. The two layers are timed alternately in one process (the
 median of `--repeats` runs after warm-up), so that the ratio is fair on a
 noisy machine. Also reports the arithmetic ratio (multiply-adds per pixel:
-`(2 + 12 D) F^2` against `9 F^2`) and the peak growth of the process' resident
-memory during one forward+backward call.
+`(2 + 12 D) F^2` against `9 F^2`) and the peak memory that one
+forward+backward call allocates above what was live before it (TensorFlow's
+CPU allocator statistics, which need `TF_CPU_ALLOCATOR_USE_BFC=true`; the
+script sets it).
 
     python benchmarks/layer_speed.py                      # the full grid
     python benchmarks/layer_speed.py --sizes 32 --features 64 --directions 2 --batch 32
@@ -21,10 +23,10 @@ import argparse
 import itertools
 import json
 import os
-import re
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -80,18 +82,12 @@ def alternate_medians(functions, x, repeats):
     return [float(np.median(t)) for t in times]
 
 
-def resident_kib(field):
-    status = open("/proc/self/status").read()
-    return int(re.search(rf"{field}:\s+(\d+)", status).group(1))
-
-
-def peak_memory_growth_mib(function, x):
-    """Peak resident memory above the starting point during one call (Linux)."""
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # resets the high-water mark VmHWM
-    before = resident_kib("VmRSS")
+def peak_memory_mib(function, x):
+    """Peak bytes allocated during one call, above those live before it."""
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     run_once(function, x)
-    return (resident_kib("VmHWM") - before) / 1024
+    return (tf.config.experimental.get_memory_info("CPU:0")["peak"] - before) / 2**20
 
 
 def arithmetic_ratio(directions):
@@ -116,10 +112,10 @@ def measure(size, features, directions, mode, batch, repeats):
         row[f"{name} conv ms"] = round(1000 * conv_seconds, 2)
         row[f"{name} ratio"] = round(sdn_seconds / conv_seconds, 2)
     row["forward+backward sdn peak MiB"] = round(
-        peak_memory_growth_mib(sdn_passes["forward+backward"], x), 1
+        peak_memory_mib(sdn_passes["forward+backward"], x), 1
     )
     row["forward+backward conv peak MiB"] = round(
-        peak_memory_growth_mib(conv_passes["forward+backward"], x), 1
+        peak_memory_mib(conv_passes["forward+backward"], x), 1
     )
     return row
 

@@ -106,29 +106,27 @@ def test_sweep_gradient_matches_finite_differences(directions):
         np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-6)
 
 
+def pixel_dependencies(layer, height, width, seed):
+    """`depends[i, j, k, l]`: whether output pixel (i, j) depends on input pixel (k, l)."""
+    images = tf.constant(np.random.default_rng(seed).normal(size=(1, height, width, 2)), tf.float32)
+    layer.build(images.shape)
+    randomize(layer, seed=seed + 1)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        outputs = layer(images)
+    jacobian = tape.jacobian(outputs, images).numpy()[0, :, :, :, 0]  # (H, W, C', H, W, C)
+    return np.abs(jacobian).max(axis=(2, 5)) > 0
+
+
 def test_one_direction_dependency_cone():
     """With 1x1 projections and the top-to-bottom sweep, output (i, j) depends
     on input (k, l) iff k <= i and |l - j| <= i - k."""
     layer = SpatialDependency(2, num_features=3, directions=["down"])
-    images = tf.constant(np.random.default_rng(6).normal(size=(1, 5, 7, 2)), tf.float32)
-    layer.build(images.shape)
-    randomize(layer, seed=7)
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        outputs = layer(images)
-    jacobian = tape.jacobian(outputs, images).numpy()[0, :, :, :, 0]  # (5, 7, 2, 5, 7, 2)
+    depends = pixel_dependencies(layer, 5, 7, seed=6)
     for i, j, k, l in np.ndindex(5, 7, 5, 7):
-        depends = np.abs(jacobian[i, j, :, k, l, :]).max() > 0
-        assert depends == (k <= i and abs(l - j) <= i - k), (i, j, k, l)
+        assert depends[i, j, k, l] == (k <= i and abs(l - j) <= i - k), (i, j, k, l)
 
 
 def test_four_directions_connect_every_pixel():
     layer = SpatialDependency(2, num_features=3, directions=4)
-    images = tf.constant(np.random.default_rng(8).normal(size=(1, 4, 5, 2)), tf.float32)
-    layer.build(images.shape)
-    randomize(layer, seed=9)
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        outputs = layer(images)
-    jacobian = tape.jacobian(outputs, images).numpy()[0, :, :, :, 0]
-    assert (np.abs(jacobian).max(axis=(2, 5)) > 0).all()
+    assert pixel_dependencies(layer, 4, 5, seed=8).all()
