@@ -26,7 +26,8 @@ is hand-written (`tf.custom_gradient`): one scan in the opposite direction
 carries only the gradient that flows into the previous line; the gates' local
 derivatives are computed for all lines before it, and the input and weight
 gradients after it, each as one large product over all lines (as fused RNN
-kernels do). Nothing is differentiated through the loop by autodiff.
+kernels do), without concatenating per-gate tensors. Nothing is
+differentiated through the loop by autodiff.
 
 For each direction the neighbourhood is ordered by increasing coordinate
 across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
@@ -84,26 +85,42 @@ def _to_layout(tensor, layout, new_layout):
     return tf.transpose(tensor, [layout.index(axis) for axis in new_layout]), new_layout
 
 
-def _neighbourhood(lines):
-    """`[h[j-1], h[j], h[j+1]]` for every position `j` of `lines` (..., A, F), zeros outside."""
-    padding = [[0, 0]] * (lines.shape.rank - 2) + [[1, 1], [0, 0]]
-    padded = tf.pad(lines, padding)
-    return tf.concat([padded[..., :-2, :], padded[..., 1:-1, :], padded[..., 2:, :]], -1)
-
-
 def _matmul(tensor, matrix):
     """`tensor @ matrix` over the last axis, as one 2-D matrix product."""
     flat = tf.matmul(tf.reshape(tensor, (-1, tensor.shape[-1])), matrix)
     return tf.reshape(flat, tf.concat([tf.shape(tensor)[:-1], [matrix.shape[-1]]], 0))
 
 
-def _flat(tensor):
-    return tf.reshape(tensor, (-1, tensor.shape[-1]))
-
-
 def _sum_of_outer_products(a, b):
     """`sum_p a[p]^T b[p]` over every position `p`: a weight gradient."""
-    return tf.matmul(_flat(a), _flat(b), transpose_a=True)
+    flat = lambda tensor: tf.reshape(tensor, (-1, tensor.shape[-1]))
+    return tf.matmul(flat(a), flat(b), transpose_a=True)
+
+
+def _as_image_rows(lines):
+    """`(..., A, C)` as a batch of one-row images `(N, 1, A, C)` for 2-D convolution ops."""
+    return tf.reshape(lines, tf.concat([[-1, 1], tf.shape(lines)[-2:]], 0))
+
+
+def _sum_of_neighbourhood_products(previous_lines, d_recurrent):
+    """`sum_p nb(p)^T d[p]` over every position, `nb` the width-3 neighbourhood."""
+    features, outputs = previous_lines.shape[-1], d_recurrent.shape[-1]
+    filter_gradient = tf.raw_ops.Conv2DBackpropFilter(
+        input=_as_image_rows(previous_lines),
+        filter_sizes=[1, 3, features, outputs],
+        out_backprop=_as_image_rows(d_recurrent),
+        strides=[1, 1, 1, 1],
+        padding="SAME",
+    )
+    return tf.reshape(filter_gradient, (3 * features, outputs))
+
+
+def _previous_lines(lines, backwards):
+    """The line each line is corrected from (zeros before the first)."""
+    zeros = tf.zeros_like(lines[:1])
+    if backwards:
+        return tf.concat([lines[1:], zeros], 0)
+    return tf.concat([zeros, lines[:-1]], 0)
 
 
 def _make_line_sweep(backwards):
@@ -113,72 +130,78 @@ def _make_line_sweep(backwards):
     @tf.custom_gradient
     def line_sweep(lines, kernel, recurrent_kernel, bias):
         features = lines.shape[-1]
+        gate_sizes = [2 * features, features]
         # The neighbourhood product is a width-3 convolution across the line.
         filters = tf.reshape(recurrent_kernel, (3, features, 3 * features))
-        gate_filters, proposal_filters = tf.split(filters, [2 * features, features], -1)
-        gate_bias, proposal_bias = tf.split(bias[1], [2 * features, features])
-        projected = _matmul(lines, kernel) + bias[0]
-        projected_gates, projected_proposal = tf.split(projected, [2 * features, features], -1)
-        # The neighbourhood bias of the gates is folded into the projection.
-        biased_gates = projected_gates + gate_bias
+        gate_filters, proposal_filters = tf.split(filters, gate_sizes, -1)
+        input_gate_bias, input_proposal_bias = tf.split(bias[0], gate_sizes)
+        recurrent_gate_bias, recurrent_proposal_bias = tf.split(bias[1], gate_sizes)
+        kernel_gates, kernel_proposal = tf.split(kernel, gate_sizes, -1)
+        # The gates' two biases add up, so both go with the input projection.
+        x_gates = _matmul(lines, kernel_gates) + (input_gate_bias + recurrent_gate_bias)
+        x_proposal = _matmul(lines, kernel_proposal) + input_proposal_bias
 
-        def step(carry, elems):
-            previous = carry[0]
-            x, x_gates, x_proposal = elems
+        def correct(x, x_gates, x_proposal, previous):
+            """Corrects line `x` from the previous line; returns the gates too."""
             gates = tf.sigmoid(x_gates + tf.nn.conv1d(previous, gate_filters, 1, "SAME"))
             reset, update = tf.split(gates, 2, -1)
             recurrent_proposal = tf.nn.conv1d(previous, proposal_filters, 1, "SAME")
-            proposal = tf.tanh(reset * x_proposal + recurrent_proposal + proposal_bias)
-            corrected = proposal + update * (x - proposal)
-            return corrected, gates, proposal
+            proposal = tf.tanh(reset * x_proposal + recurrent_proposal + recurrent_proposal_bias)
+            return proposal + update * (x - proposal), reset, update, proposal
 
         zeros = tf.zeros_like(lines[0])
-        corrected, gates, proposal = tf.scan(
-            step,
-            (lines, biased_gates, projected_proposal),
-            initializer=(zeros, tf.concat([zeros, zeros], -1), zeros),
+        corrected, reset, update, proposal = tf.scan(
+            lambda carry, line: correct(*line, carry[0]),
+            (lines, x_gates, x_proposal),
+            initializer=(zeros, zeros, zeros, zeros),
             reverse=backwards,
         )
 
         def grad(upstream):
-            reset, update = tf.split(gates, 2, -1)
+            previous_lines = _previous_lines(corrected, backwards)
             # Each line's local derivatives, for all lines at once.
             proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
-            reset_coeff = projected_proposal * reset * (1.0 - reset)
+            reset_coeff = x_proposal * reset * (1.0 - reset)
             update_coeff = (lines - proposal) * update * (1.0 - update)
             # The transpose of the width-3 convolution: taps reversed, each
             # tap's matrix transposed.
             transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
-            if backwards:
-                previous_lines = tf.concat([corrected[1:], zeros[tf.newaxis]], 0)
-            else:
-                previous_lines = tf.concat([zeros[tf.newaxis], corrected[:-1]], 0)
 
-            def back_step(carry, elems):
-                from_next_line = carry[0]
-                d_output, c_proposal, c_reset, c_update = elems
+            def back_step(from_next_line, line):
+                d_output, c_proposal, c_reset, c_update = line
                 d_corrected = d_output + from_next_line
                 d_proposal = d_corrected * c_proposal
                 d_recurrent = tf.concat(
                     [d_proposal * c_reset, d_corrected * c_update, d_proposal], -1
                 )
-                to_previous_line = tf.nn.conv1d(d_recurrent, transposed_filters, 1, "SAME")
-                return to_previous_line, d_corrected, d_recurrent
+                return tf.nn.conv1d(d_recurrent, transposed_filters, 1, "SAME")
 
-            _, d_corrected, d_recurrent = tf.scan(
+            # The loop carries only what flows into each previous line; the
+            # rest follows for all lines at once.
+            to_previous = tf.scan(
                 back_step,
                 (upstream, proposal_coeff, reset_coeff, update_coeff),
-                initializer=(zeros, zeros, tf.zeros_like(projected[0])),
+                initializer=tf.zeros_like(lines[0]),
                 reverse=not backwards,
             )
-            d_recurrent_kernel = _sum_of_outer_products(_neighbourhood(previous_lines), d_recurrent)
-            d_reset, d_update, d_proposal = tf.split(d_recurrent, 3, -1)
-            d_projected = tf.concat([d_reset, d_update, d_proposal * reset], -1)
-            d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
-            d_kernel = _sum_of_outer_products(lines, d_projected)
-            d_bias = tf.stack(
-                [tf.reduce_sum(_flat(d_projected), 0), tf.reduce_sum(_flat(d_recurrent), 0)]
+            d_corrected = upstream + _previous_lines(to_previous, not backwards)
+            d_proposal = d_corrected * proposal_coeff
+            d_update = d_corrected * update_coeff
+            d_reset = d_proposal * reset_coeff
+            d_recurrent = [d_reset, d_update, d_proposal]
+            d_projected = [d_reset, d_update, d_proposal * reset]
+
+            d_lines = d_corrected * update
+            for d_gate, gate_kernel in zip(d_projected, tf.split(kernel, 3, -1)):
+                d_lines += _matmul(d_gate, tf.transpose(gate_kernel))
+            d_kernel = tf.concat([_sum_of_outer_products(lines, d) for d in d_projected], -1)
+            d_recurrent_kernel = tf.concat(
+                [_sum_of_neighbourhood_products(previous_lines, d) for d in d_recurrent], -1
             )
+            sums = lambda gradients: tf.concat(
+                [tf.reduce_sum(d, axis=(0, 1, 2)) for d in gradients], 0
+            )
+            d_bias = tf.stack([sums(d_projected), sums(d_recurrent)])
             return d_lines, d_kernel, d_recurrent_kernel, d_bias
 
         return corrected, grad
