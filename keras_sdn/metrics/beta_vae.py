@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_sdn.metrics.logistic_regression import LogisticRegression
-from keras_sdn.metrics.representations import check_count
+from keras_sdn.metrics.representations import check_counts
 from keras_sdn.metrics.representations import encode_factors
 
 
@@ -43,13 +43,12 @@ def beta_vae_score(
     >>> scores = beta_vae_score(model.encode, SyntheticShapes(), num_train=1000, num_eval=500)
     >>> scores["beta_vae_score"]
     """
-    for argument, value in [
-        ("batch_size", batch_size),
-        ("num_train", num_train),
-        ("num_eval", num_eval),
-        ("encode_batch_size", encode_batch_size),
-    ]:
-        check_count(argument, value)
+    check_counts(
+        batch_size=batch_size,
+        num_train=num_train,
+        num_eval=num_eval,
+        encode_batch_size=encode_batch_size,
+    )
     rng = np.random.default_rng(seed)
 
     def points(num_points):

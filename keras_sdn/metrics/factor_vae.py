@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_sdn.metrics.representations import check_count
+from keras_sdn.metrics.representations import check_counts
 from keras_sdn.metrics.representations import encode_factors
 
 
@@ -50,13 +51,12 @@ def factor_vae_score(
     >>> scores = factor_vae_score(model.encode, SyntheticShapes(), num_train=1000, num_eval=500)
     >>> scores["factor_vae_score"]
     """
-    for argument, value in [
-        ("batch_size", batch_size),
-        ("num_train", num_train),
-        ("num_eval", num_eval),
-        ("encode_batch_size", encode_batch_size),
-    ]:
-        check_count(argument, value)
+    check_counts(
+        batch_size=batch_size,
+        num_train=num_train,
+        num_eval=num_eval,
+        encode_batch_size=encode_batch_size,
+    )
     check_count("num_variance_estimate", num_variance_estimate, minimum=2)
     if batch_size < 2:
         raise ValueError(f"`batch_size` must be at least 2 (a variance), got {batch_size}.")

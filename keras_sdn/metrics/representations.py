@@ -9,6 +9,12 @@ def check_count(argument, value, minimum=1):
         raise ValueError(f"`{argument}` must be an integer >= {minimum}, got {value!r}.")
 
 
+def check_counts(**counts):
+    """`check_count` for each keyword argument."""
+    for argument, value in counts.items():
+        check_count(argument, value)
+
+
 def encode_factors(encode_fn, ground_truth, factors, batch_size):
     """Renders `factors` `(..., num_factors)` and encodes them in batches.
 
