@@ -23,6 +23,13 @@ only; the paper-sized run is in the order of
         --variance-samples 10000 --metric-batch-size 64 --eval-batches 1000
 
 (`shapes3d` must be prepared in TFDS' data directory, `--data-dir`).
+
+`--strategy mirrored` trains on all local GPUs, `--strategy multi_worker` on
+several machines (TF_CONFIG, see the README), `--strategy tpu --tpu NAME` on a
+TPU; `--batch-size` is the global batch. Every `--backup-every` steps the
+training state is backed up in `--output-dir`/backup_<model> (deleted once the
+model is trained): a run that is killed and started again with the same
+arguments continues the model it was training.
 """
 
 import argparse
@@ -45,6 +52,9 @@ from keras_sdn.data import Shapes3D  # noqa: E402
 from keras_sdn.data import SyntheticShapes  # noqa: E402
 from keras_sdn.data import load_images  # noqa: E402
 from keras_sdn.data import quantize  # noqa: E402
+from keras_sdn.distribute import BackupAndRestore  # noqa: E402
+from keras_sdn.distribute import add_strategy_arguments  # noqa: E402
+from keras_sdn.distribute import strategy_from_name  # noqa: E402
 from keras_sdn.metrics import beta_vae_score  # noqa: E402
 from keras_sdn.metrics import factor_vae_score  # noqa: E402
 from keras_sdn.metrics import mig_score  # noqa: E402
@@ -69,6 +79,13 @@ def parse_args(argv=None):
     parser.add_argument("--decoders", nargs="+", choices=DECODERS, default=list(DECODERS))
     parser.add_argument("--betas", nargs="+", type=float, default=[1.0, 4.0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per model")
+    parser.add_argument(
+        "--backup-every",
+        type=int,
+        default=100,
+        help="training steps between backups of the training state (--steps must be a "
+        "multiple); a killed run, started again, resumes from the last backup",
+    )
     parser.add_argument("--beta-warmup-steps", type=int, default=None, help="default: steps // 3")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adamax learning rate")
@@ -87,7 +104,11 @@ def parse_args(argv=None):
     parser.add_argument("--mig-samples", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
-    return parser.parse_args(argv)
+    add_strategy_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.steps % min(args.backup_every, args.steps):
+        parser.error(f"--steps {args.steps} is not a multiple of --backup-every")
+    return args
 
 
 def to_display(images, num_bits):
@@ -149,23 +170,35 @@ def disentanglement(encode_fn, ground_truth, args):
     }
 
 
-def train_and_evaluate(decoder, beta, ground_truth, shown_images, args, output_dir):
+def train_and_evaluate(decoder, beta, ground_truth, shown_images, args, output_dir, strategy):
     keras.utils.set_random_seed(args.seed)
     warmup = args.steps // 3 if args.beta_warmup_steps is None else args.beta_warmup_steps
-    model = BetaVAE(
-        latent_dim=args.latent_dim,
-        decoder=decoder,
-        beta=beta,
-        beta_warmup_steps=warmup,
-        num_bits=args.num_bits,
-        sdn_num_features=args.sdn_num_features,
-        seed=args.seed,
-    )
-    model.compile(optimizer=keras.optimizers.Adamax(args.learning_rate))
+    name = f"{decoder}_beta{beta:g}"
+    with strategy.scope():
+        model = BetaVAE(
+            latent_dim=args.latent_dim,
+            decoder=decoder,
+            beta=beta,
+            beta_warmup_steps=warmup,
+            num_bits=args.num_bits,
+            sdn_num_features=args.sdn_num_features,
+            seed=args.seed,
+        )
+        model.build((None,) + shown_images.shape[1:])  # to restore a backup before training
+        model.compile(optimizer=keras.optimizers.Adamax(args.learning_rate))
     data = dict(name=args.dataset, num_bits=args.num_bits, data_dir=args.data_dir)
+    # --batch-size is the global batch, split over the strategy's replicas.
     train = load_images(batch_size=args.batch_size, repeat=True, seed=args.seed, **data)
+    steps_per_epoch = min(args.backup_every, args.steps)
     start = time.time()
-    model.fit(train, epochs=1, steps_per_epoch=args.steps, shuffle=False, verbose=args.verbose)
+    model.fit(
+        train,
+        epochs=args.steps // steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,
+        verbose=args.verbose,
+        callbacks=[BackupAndRestore(output_dir / f"backup_{name}")],
+    )
     train_seconds = time.time() - start
 
     start = time.time()
@@ -178,7 +211,6 @@ def train_and_evaluate(decoder, beta, ground_truth, shown_images, args, output_d
         ground_truth,
         args,
     )
-    name = f"{decoder}_beta{beta:g}"
     save_traversals(model, shown_images[0], output_dir / f"traversals_{name}.png", args.num_bits)
     save_reconstructions(model, shown_images, output_dir / f"reconstructions_{name}.png", args.num_bits)
     return {
@@ -206,10 +238,13 @@ def main(argv=None):
     _, shown = ground_truth.sample(NUM_RECONSTRUCTIONS, seed=args.seed)
     shown_images = np.asarray(quantize(shown, args.num_bits))
 
+    strategy = strategy_from_name(args.strategy, args.tpu)
     results = []
     for decoder in args.decoders:
         for beta in args.betas:
-            result = train_and_evaluate(decoder, beta, ground_truth, shown_images, args, output_dir)
+            result = train_and_evaluate(
+                decoder, beta, ground_truth, shown_images, args, output_dir, strategy
+            )
             results.append(result)
             print(json.dumps(result), flush=True)
             # Written after every model so that an interrupted run keeps its numbers.

@@ -14,7 +14,9 @@ from keras_sdn.layers import SpatialDependency
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("bijectors", "data", "distributions", "export", "metrics", "models")
+_LAZY_SUBMODULES = (
+    "bijectors", "data", "distribute", "distributions", "export", "metrics", "models"
+)
 
 
 def __getattr__(name):

@@ -6,6 +6,8 @@ import tensorflow_probability as tfp
 from keras import layers
 from keras import ops
 
+from keras_sdn.distribute import replica_loss
+from keras_sdn.distribute import replica_normal
 from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.layers import SpatialDependency
 
@@ -225,8 +227,10 @@ class BetaVAE(keras.Model):
 
     def call(self, images):
         posterior = self.posterior(images)
-        # TFP takes int32 stateless seeds; Keras keeps its seed state in int64.
-        z = posterior.sample(seed=ops.cast(self.seed_generator.next(), "int32"))
+        # Reparameterised sample; under a strategy each replica draws the rows
+        # of the global batch it holds, so n replicas match one device.
+        noise = replica_normal(ops.shape(posterior.mean()), seed=self.seed_generator)
+        z = posterior.mean() + posterior.stddev() * noise
         return {
             "reconstruction": -self.observation_distribution(z).log_prob(images),
             "kl": tfd.kl_divergence(posterior, self.prior()),
@@ -245,7 +249,8 @@ class BetaVAE(keras.Model):
         with tf.GradientTape() as tape:
             terms = self(images, training=True)
             loss = self._beta_loss(terms, beta)
-        gradients = tape.gradient(loss, self.trainable_variables)
+            scaled_loss = replica_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.steps_trained.assign_add(1)
         return self._update_metrics(loss, terms, beta)

@@ -1,0 +1,250 @@
+"""One rung of the SDN-VAE ladder: a bottom-up and a top-down block sharing a stochastic layer."""
+
+import keras
+from keras import ops
+
+from keras_sdn.bijectors import AutoregressiveConvNetwork
+from keras_sdn.bijectors import InverseAutoregressiveFlow
+from keras_sdn.distribute import replica_normal
+from keras_sdn.distributions import diagonal_gaussian
+from keras_sdn.layers import ResidualSpatialDependency
+
+
+def gated_residual(inputs, outputs):
+    """`(1 - g) * inputs + g * h` with `[h, gate_logits] = outputs`, `g = sigmoid(gate_logits - 1)`.
+
+    The -1 bias keeps the residual branch mostly closed at initialisation.
+    """
+    update, gate_logits = ops.split(outputs, 2, axis=-1)
+    gate = ops.sigmoid(gate_logits - 1.0)
+    return (1.0 - gate) * inputs + gate * update
+
+
+@keras.saving.register_keras_serializable(package="keras_sdn")
+class LadderBlock(keras.layers.Layer):
+    """Bottom-up and top-down residual blocks of one IAF-VAE ladder layer.
+
+    Bottom-up (`up`): `ELU -> conv` gives the block's hidden features and the
+    bottom-up part of the posterior (mean, log-scale and IAF context),
+    `ELU -> conv` then gives the gated residual update. Top-down (`down`):
+    `ELU -> conv` gives the deterministic features, the top-down part of the
+    posterior and the prior; a latent `z` is drawn (from the posterior
+    `N(up + down terms)` followed by one IAF step, from the prior, or given),
+    and `ELU -> conv` of `[z, features]` gives the gated residual update. With
+    `sdn_features` set, both top-down convolutions are
+    `ResidualSpatialDependency` layers. A resampling block halves the
+    resolution bottom-up (stride-2 convolution, nearest-neighbour skip) and
+    doubles it top-down (transposed convolution, nearest-neighbour skip); its
+    latent lives at the coarse resolution.
+
+    Args:
+        hidden_channels: Channels of the deterministic path.
+        latent_channels: Channels of the latent `z`.
+        context_channels: Channels of the IAF context.
+        resample: Whether the block changes the resolution by 2.
+        top: Whether this is the top block, whose bottom-up pass only
+            computes the posterior terms.
+        sdn_features: `num_features` of the top-down ResSDN layers, or `None`
+            for convolutions.
+        sdn_directions: Pair of direction sequences for the two ResSDN
+            layers (ignored without `sdn_features`).
+        iaf_hidden_channels: Hidden channels of the IAF's masked network.
+        iaf_hidden_layers: Hidden layers of the IAF's masked network.
+        seed: Seed of the block's latent sampling.
+        **kwargs: Base `keras.layers.Layer` arguments.
+
+    Shapes: `up` maps `(batch, H, W, hidden_channels)` to `(batch, H', W',
+    hidden_channels)` with `H' = H / 2` when resampling; `down` maps the
+    coarse shape back. Latents are `(batch, H', W', latent_channels)`.
+    """
+
+    def __init__(
+        self,
+        hidden_channels,
+        latent_channels,
+        context_channels,
+        resample=False,
+        top=False,
+        sdn_features=None,
+        sdn_directions=None,
+        iaf_hidden_channels=100,
+        iaf_hidden_layers=2,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_channels = hidden_channels
+        self.latent_channels = latent_channels
+        self.context_channels = context_channels
+        self.resample = resample
+        self.top = top
+        self.sdn_features = sdn_features
+        self.sdn_directions = (
+            None if sdn_features is None else tuple(tuple(d) for d in sdn_directions)
+        )
+        self.iaf_hidden_channels = iaf_hidden_channels
+        self.iaf_hidden_layers = iaf_hidden_layers
+        self.seed = seed
+
+        hidden, latent, context = hidden_channels, latent_channels, context_channels
+        self._up_split = [hidden, latent, latent, context]
+        self._down_split = [hidden, latent, latent, context, latent, latent]
+        sublayer = dict(dtype=self.dtype_policy)
+        if resample:
+            self.up_in = keras.layers.Conv2D(
+                sum(self._up_split), 4, strides=2, padding="same", name="up_in", **sublayer
+            )
+        else:
+            self.up_in = keras.layers.Conv2D(
+                sum(self._up_split), 3, padding="same", name="up_in", **sublayer
+            )
+        # Nothing reads the bottom-up output of the top block.
+        self.up_out = None if top else keras.layers.Conv2D(
+            2 * hidden, 3, padding="same", name="up_out", **sublayer
+        )
+        if sdn_features is None:
+            self.down_in = keras.layers.Conv2D(
+                sum(self._down_split), 3, padding="same", name="down_in", **sublayer
+            )
+            if resample:
+                self.down_out = keras.layers.Conv2DTranspose(
+                    2 * hidden, 4, strides=2, padding="same", name="down_out", **sublayer
+                )
+            else:
+                self.down_out = keras.layers.Conv2D(
+                    2 * hidden, 3, padding="same", name="down_out", **sublayer
+                )
+        else:
+            directions_in, directions_out = self.sdn_directions
+            self.down_in = ResidualSpatialDependency(
+                sum(self._down_split),
+                num_features=sdn_features,
+                directions=directions_in,
+                kernel_size=3,
+                name="down_in",
+                **sublayer,
+            )
+            self.down_out = ResidualSpatialDependency(
+                2 * hidden,
+                num_features=sdn_features,
+                directions=directions_out,
+                kernel_size=4 if resample else 3,
+                upsample=2 if resample else 1,
+                name="down_out",
+                **sublayer,
+            )
+        # The flow and the densities are computed in float32 under mixed precision.
+        self.iaf_network = AutoregressiveConvNetwork(
+            latent,
+            hidden_channels=iaf_hidden_channels,
+            num_hidden_layers=iaf_hidden_layers,
+            name="iaf_network",
+            dtype="float32",
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+
+    def build(self, input_shape):
+        batch, height, width, _ = input_shape
+        factor = 2 if self.resample else 1
+        coarse = (batch, height // factor, width // factor)
+        self.up_in.build(input_shape)
+        if not self.top:
+            self.up_out.build(coarse + (self.hidden_channels,))
+        self.down_in.build(coarse + (self.hidden_channels,))
+        self.down_out.build(coarse + (self.hidden_channels + self.latent_channels,))
+        self.iaf_network(
+            keras.KerasTensor(coarse + (self.latent_channels,), "float32"),
+            keras.KerasTensor(coarse + (self.context_channels,), "float32"),
+        )
+
+    def up(self, inputs):
+        """Bottom-up pass: `(outputs, (loc, log_scale, context))`, posterior terms in float32.
+
+        `outputs` is None for the top block.
+        """
+        hidden, loc, log_scale, context = ops.split(
+            self.up_in(ops.elu(inputs)), _split_points(self._up_split), axis=-1
+        )
+        terms = tuple(ops.cast(t, "float32") for t in (loc, log_scale, context))
+        if self.top:
+            return None, terms
+        skip = inputs[:, ::2, ::2, :] if self.resample else inputs
+        return gated_residual(skip, self.up_out(ops.elu(hidden))), terms
+
+    def down(self, inputs, posterior_terms=None, latents=None, temperature=1.0, shared_noise=False):
+        """Top-down pass: `(outputs, latents, kl)`.
+
+        Args:
+            inputs: `(batch, H', W', hidden_channels)` top-down features.
+            posterior_terms: The bottom-up terms from `up`: the latent is
+                drawn from the posterior and `kl` is the one-sample estimate
+                `log q(z | x) - log p(z)` per image.
+            latents: Given latents `(batch, H', W', latent_channels)`, used
+                as they are (takes precedence over `posterior_terms`).
+            temperature: Scale of the prior's standard deviation when
+                sampling from the prior (neither of the above given).
+            shared_noise: Draw one prior noise map for the whole batch.
+
+        `kl` is zero when the latent is not drawn from the posterior.
+        """
+        features, post_loc, post_log_scale, context, prior_loc, prior_log_scale = ops.split(
+            self.down_in(ops.elu(inputs)), _split_points(self._down_split), axis=-1
+        )
+        prior_loc, prior_log_scale = ops.cast(prior_loc, "float32"), ops.cast(prior_log_scale, "float32")
+        batch_size = ops.shape(inputs)[0]
+        kl = ops.zeros((batch_size,), "float32")
+        if latents is not None:
+            latents = ops.cast(latents, "float32")
+        elif posterior_terms is not None:
+            up_loc, up_log_scale, up_context = posterior_terms
+            loc = up_loc + ops.cast(post_loc, "float32")
+            log_scale = up_log_scale + ops.cast(post_log_scale, "float32")
+            context = up_context + ops.cast(context, "float32")
+            noise = replica_normal(ops.shape(loc), seed=self.seed_generator)
+            initial = loc + ops.exp(log_scale) * noise
+            flow = InverseAutoregressiveFlow(self.iaf_network, context)
+            latents = flow.forward(initial)
+            log_posterior = diagonal_gaussian(loc, log_scale).log_prob(initial)
+            log_posterior -= flow.forward_log_det_jacobian(initial, event_ndims=3)
+            prior = diagonal_gaussian(prior_loc, prior_log_scale)
+            kl = log_posterior - prior.log_prob(latents)
+        else:
+            noise_shape = ops.shape(prior_loc)
+            if shared_noise:
+                noise_shape = (1,) + tuple(noise_shape[1:])
+            noise = keras.random.normal(noise_shape, seed=self.seed_generator)
+            latents = prior_loc + ops.exp(prior_log_scale) * ops.cast(temperature, "float32") * noise
+        update = self.down_out(ops.elu(ops.concatenate([ops.cast(latents, features.dtype), features], -1)))
+        skip = inputs
+        if self.resample:
+            skip = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)
+        return gated_residual(skip, update), latents, kl
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_channels": self.hidden_channels,
+                "latent_channels": self.latent_channels,
+                "context_channels": self.context_channels,
+                "resample": self.resample,
+                "top": self.top,
+                "sdn_features": self.sdn_features,
+                "sdn_directions": None
+                if self.sdn_directions is None
+                else [list(d) for d in self.sdn_directions],
+                "iaf_hidden_channels": self.iaf_hidden_channels,
+                "iaf_hidden_layers": self.iaf_hidden_layers,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+def _split_points(sizes):
+    """Cumulative split indices for `ops.split` from section sizes."""
+    points, total = [], 0
+    for size in sizes[:-1]:
+        total += size
+        points.append(total)
+    return points

@@ -1,0 +1,761 @@
+"""SDN-VAE: the IAF-VAE ladder with residual spatial dependency layers on its top-down path."""
+
+import contextlib
+import itertools
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_sdn.distribute import replica_loss
+from keras_sdn.distributions import DiscretizedLogisticMixture
+from keras_sdn.layers import DIRECTIONS
+from keras_sdn.layers import ResidualSpatialDependency
+from keras_sdn.models._ladder_blocks import LadderBlock
+
+# Constructor arguments of the paper's configurations (NOTES.md, "SDN-VAE", and
+# the authors' training scripts; NOTES.md's 10 mixture components for CIFAR-10)
+# and of a CPU-sized model. Unlisted arguments take the constructor defaults
+# (IAF networks and context of 100 channels, free bits 0.01 nats).
+PRESETS = {
+    "cifar10": dict(
+        image_shape=(32, 32, 3),
+        num_bits=8,
+        hidden_channels=200,
+        latent_channels=4,
+        num_layers=15,
+        downsample_at=(5, 10),
+        num_mixtures=10,
+        sdn_max_scale=32,
+        sdn_features=360,
+        sdn_features_decrement=128,
+        sdn_directions=2,
+        ema_decay=0.999,
+    ),
+    "imagenet32": dict(
+        image_shape=(32, 32, 3),
+        num_bits=8,
+        hidden_channels=200,
+        latent_channels=4,
+        num_layers=16,
+        downsample_at=(3, 7, 11),
+        num_mixtures=10,
+        sdn_max_scale=32,
+        sdn_features=424,
+        sdn_features_decrement=0,
+        sdn_directions=3,
+        ema_decay=0.9995,
+    ),
+    "celebahq256": dict(
+        image_shape=(256, 256, 3),
+        num_bits=5,
+        hidden_channels=200,
+        latent_channels=4,
+        num_layers=17,
+        downsample_at=(4, 7, 9, 11, 13, 15),
+        num_mixtures=30,
+        sdn_max_scale=64,
+        sdn_features=360,
+        sdn_features_decrement=0,
+        sdn_directions=2,
+        ema_decay=0.999,
+    ),
+    "tiny": dict(
+        image_shape=(16, 16, 3),
+        num_bits=8,
+        hidden_channels=32,
+        latent_channels=4,
+        num_layers=4,
+        downsample_at=(1, 3),
+        num_mixtures=5,
+        sdn_max_scale=32,
+        sdn_features=32,
+        sdn_features_decrement=0,
+        sdn_directions=2,
+        iaf_hidden_channels=32,
+        context_channels=32,
+        ema_decay=0.99,
+    ),
+}
+
+
+def _check_int(name, value, low, high=None):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < low
+        or (high is not None and value > high)
+    ):
+        expected = f"an int in [{low}, {high}]" if high is not None else f"an int >= {low}"
+        raise ValueError(f"`{name}` must be {expected}; got {name}={value!r}.")
+
+
+def _check_temperature(temperature):
+    if not isinstance(temperature, (int, float, np.floating)) or not temperature > 0:
+        raise ValueError(f"`temperature` must be a positive float; got temperature={temperature!r}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_sdn")
+class SDNVAE(keras.Model):
+    """SDN-VAE (Miladinovic et al., ICLR 2021): a hierarchical VAE for image density.
+
+    The IAF-VAE of Kingma et al. (2016) with the paper's changes. A
+    convolution maps the image (scaled to [-1, 1]) to `hidden_channels`
+    features; `num_layers` ladder layers follow, each with a bottom-up and a
+    top-down gated residual block and one stochastic layer of
+    `latent_channels` maps (see `LadderBlock`); the layers listed in
+    `downsample_at` (counted from the image, 0-based) halve the resolution.
+    The top-down path starts from a learned per-channel constant at the
+    coarsest scale. Each stochastic layer has a diagonal Gaussian prior
+    computed top-down and a posterior whose Gaussian parameters are the sum
+    of a bottom-up and a top-down term, followed by one inverse
+    autoregressive flow step (a masked 3x3 convolutional network with a
+    context, as in the paper). The top-down output goes through ELU and a
+    convolution to the parameters of a discretized mixture of logistics
+    (`DiscretizedLogisticMixture`, RGB-coupled).
+
+    With `use_sdn=True`, the two convolutions of every top-down block whose
+    output scale (the larger side of its feature map) lies in
+    `[sdn_min_scale, sdn_max_scale]` are `ResidualSpatialDependency` layers
+    with `sdn_directions` directions each, handed out round-robin over
+    `("up", "left", "right", "down")` across the layers, starting at the
+    block nearest the image; the output convolution becomes a four-direction
+    ResSDN layer when the image scale is in that range. The layers have
+    `sdn_features` features at the image scale and `sdn_features_decrement`
+    fewer per halving. `use_sdn=False` is the convolutional baseline
+    (IAF-VAE+), otherwise identical.
+
+    Training (`fit` on a dataset of integer images, e.g. uint8) minimises the
+    negative ELBO with free bits: `-log p(x | z) + sum_l max(free_bits,
+    batch mean of KL_l)`, with one posterior sample and the one-sample KL
+    estimate `log q(z_l | x) - log p(z_l)` per layer. Progress bar and history
+    report `loss` (that objective in bits per dimension), `elbo` and `kl`
+    (nats per image) and `bpd` (negative ELBO in bits per dimension).
+    `compile()` defaults to Adamax with learning rate 2e-3. After every
+    step an exponential moving average of the weights is updated (decay
+    `min(ema_decay, (1 + t) / (10 + t))` at step t); evaluation (`evaluate`,
+    `model(images)`), `log_likelihood`, `encode` and generation use the
+    averaged weights. Mixed precision (`keras.mixed_precision`) works: the
+    latents, flows and densities are computed in float32. Under a
+    `tf.distribute` strategy the gradient is that of the global batch
+    (`keras_sdn.distribute.replica_loss`, `replica_normal`), except that the
+    free-bits floor applies to each replica's batch mean.
+
+    Weight normalisation is not used.
+
+    Args:
+        image_shape: `(height, width, channels)`; height and width divisible
+            by `2 ** len(downsample_at)`.
+        num_bits: Bits per sub-pixel; images hold integers in
+            `[0, 2**num_bits - 1]`.
+        hidden_channels: Channels of the deterministic path.
+        latent_channels: Channels of each stochastic layer.
+        num_layers: Number of ladder (stochastic) layers.
+        downsample_at: Indices of the ladder layers that halve the resolution.
+        num_mixtures: Components of the logistic mixture.
+        use_sdn: Whether to use ResSDN layers on the top-down path.
+        sdn_min_scale, sdn_max_scale: Range of feature-map scales that get
+            ResSDN layers.
+        sdn_features: ResSDN `num_features` at the image scale.
+        sdn_features_decrement: Features removed per halving of the scale.
+        sdn_directions: Directions per ResSDN layer of a ladder block, 1..4.
+        iaf_hidden_channels: Hidden channels of the IAF networks.
+        iaf_hidden_layers: Hidden layers of the IAF networks.
+        context_channels: Channels of the IAF context.
+        free_bits: KL floor in nats per stochastic layer (batch mean).
+        ema_decay: Decay of the weight average, in [0, 1).
+        seed: Seed of the model's sampling (None: from Keras' global seed).
+        **kwargs: Base `keras.Model` arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        `(batch,) + image_shape` integer-valued images (e.g. uint8).
+
+    Output shape:
+        `model(images)` returns a dict of per-image `(batch,)` float32
+        tensors, computed with the averaged weights when not training:
+        `"elbo"` (nats) and `"kl"` (nats, summed over the layers).
+
+    Example:
+
+    ```python
+    model = SDNVAE.from_preset("tiny", image_shape=(16, 16, 3))
+    model.compile(optimizer=keras.optimizers.Adamax(2e-3))
+    model.fit(keras_sdn.data.load_images(image_size=16), epochs=3)
+    nats = model.log_likelihood(images, num_samples=16)   # (batch,)
+    bpd = model.bits_per_dim(nats)
+    samples = model.sample(16, temperature=0.8)           # uint8 (16, 16, 16, 3)
+    ```
+    """
+
+    def __init__(
+        self,
+        image_shape=(32, 32, 3),
+        num_bits=8,
+        hidden_channels=200,
+        latent_channels=4,
+        num_layers=15,
+        downsample_at=(5, 10),
+        num_mixtures=10,
+        use_sdn=True,
+        sdn_min_scale=1,
+        sdn_max_scale=32,
+        sdn_features=360,
+        sdn_features_decrement=128,
+        sdn_directions=2,
+        iaf_hidden_channels=100,
+        iaf_hidden_layers=2,
+        context_channels=100,
+        free_bits=0.01,
+        ema_decay=0.999,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        image_shape = tuple(image_shape) if isinstance(image_shape, (list, tuple)) else image_shape
+        if not isinstance(image_shape, tuple) or len(image_shape) != 3:
+            raise ValueError(
+                "`image_shape` must be (height, width, channels); "
+                f"got image_shape={image_shape!r}."
+            )
+        for axis, size in zip(("height", "width", "channels"), image_shape):
+            _check_int(f"image_shape {axis}", size, 1)
+        _check_int("num_bits", num_bits, 1, 8)
+        for name, value in (
+            ("hidden_channels", hidden_channels),
+            ("latent_channels", latent_channels),
+            ("num_layers", num_layers),
+            ("num_mixtures", num_mixtures),
+            ("sdn_min_scale", sdn_min_scale),
+            ("sdn_max_scale", sdn_max_scale),
+            ("sdn_features", sdn_features),
+            ("iaf_hidden_channels", iaf_hidden_channels),
+            ("iaf_hidden_layers", iaf_hidden_layers),
+            ("context_channels", context_channels),
+        ):
+            _check_int(name, value, 1)
+        _check_int("sdn_features_decrement", sdn_features_decrement, 0)
+        _check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
+        downsample_at = tuple(sorted(set(downsample_at)))
+        for index in downsample_at:
+            _check_int("downsample_at entry", index, 0, num_layers - 1)
+        factor = 2 ** len(downsample_at)
+        if image_shape[0] % factor or image_shape[1] % factor:
+            raise ValueError(
+                f"`image_shape` height and width must be divisible by 2**len(downsample_at) "
+                f"= {factor}; got image_shape={image_shape}, downsample_at={downsample_at}."
+            )
+        if sdn_min_scale > sdn_max_scale:
+            raise ValueError(
+                f"`sdn_min_scale` must not exceed `sdn_max_scale`; got {sdn_min_scale} > "
+                f"{sdn_max_scale}."
+            )
+        if not free_bits >= 0:
+            raise ValueError(f"`free_bits` must be >= 0; got free_bits={free_bits!r}.")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"`ema_decay` must be in [0, 1); got ema_decay={ema_decay!r}.")
+
+        self.image_shape = image_shape
+        self.num_bits = num_bits
+        self.hidden_channels = hidden_channels
+        self.latent_channels = latent_channels
+        self.num_layers = num_layers
+        self.downsample_at = downsample_at
+        self.num_mixtures = num_mixtures
+        self.use_sdn = use_sdn
+        self.sdn_min_scale = sdn_min_scale
+        self.sdn_max_scale = sdn_max_scale
+        self.sdn_features = sdn_features
+        self.sdn_features_decrement = sdn_features_decrement
+        self.sdn_directions = sdn_directions
+        self.iaf_hidden_channels = iaf_hidden_channels
+        self.iaf_hidden_layers = iaf_hidden_layers
+        self.context_channels = context_channels
+        self.free_bits = free_bits
+        self.ema_decay = ema_decay
+        self.seed = seed
+
+        height, width, channels = image_shape
+        # Compiled generation and evaluation functions, kept out of Keras and
+        # SavedModel tracking (they are rebuilt on demand).
+        object.__setattr__(self, "_compiled_functions", {})
+        directions = itertools.cycle(DIRECTIONS)
+
+        def take(count):
+            """The next `count` directions of the round-robin."""
+            return tuple(itertools.islice(directions, count))
+
+        sublayer = dict(dtype=self.dtype_policy)
+        self.input_layer = keras.layers.Conv2D(
+            hidden_channels, 3, padding="same", name="input_layer", **sublayer
+        )
+        self.blocks = []
+        scale = max(height, width)
+        for index in range(num_layers):
+            resample = index in downsample_at
+            features = self._sdn_features_at(scale)
+            self.blocks.append(
+                LadderBlock(
+                    hidden_channels,
+                    latent_channels,
+                    context_channels,
+                    resample=resample,
+                    top=index == num_layers - 1,
+                    sdn_features=features,
+                    sdn_directions=None
+                    if features is None
+                    else (take(sdn_directions), take(sdn_directions)),
+                    iaf_hidden_channels=iaf_hidden_channels,
+                    iaf_hidden_layers=iaf_hidden_layers,
+                    seed=None if seed is None else seed + 1 + index,
+                    name=f"ladder_block_{index}",
+                    **sublayer,
+                )
+            )
+            if resample:
+                scale //= 2
+        self._top_shape = (height // factor, width // factor, hidden_channels)
+        params_size = DiscretizedLogisticMixture.params_size(num_mixtures, channels)
+        output_features = self._sdn_features_at(max(height, width))
+        if output_features is None:
+            self.output_layer = keras.layers.Conv2D(
+                params_size, 3, padding="same", name="output_layer", **sublayer
+            )
+        else:
+            self.output_layer = ResidualSpatialDependency(
+                params_size,
+                num_features=output_features,
+                directions=take(len(DIRECTIONS)),
+                kernel_size=3,
+                name="output_layer",
+                **sublayer,
+            )
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.bpd_tracker = keras.metrics.Mean(name="bpd")
+        self.build((None,) + image_shape)
+
+    def _sdn_features_at(self, scale):
+        """ResSDN features for a block of output scale `scale`, or None for convolutions."""
+        if not (self.use_sdn and self.sdn_min_scale <= scale <= self.sdn_max_scale):
+            return None
+        halvings = int(round(math.log2(max(self.image_shape[:2]) / scale)))
+        features = self.sdn_features - self.sdn_features_decrement * halvings
+        if features < 1:
+            raise ValueError(
+                f"`sdn_features_decrement`={self.sdn_features_decrement} leaves no SDN "
+                f"features at scale {scale} (sdn_features={self.sdn_features})."
+            )
+        return features
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """A model with the arguments of preset `name`, updated by `overrides`.
+
+        Presets: `"cifar10"`, `"imagenet32"`, `"celebahq256"` (the paper's
+        configurations; CelebA-HQ with 5-bit images) and `"tiny"` (16x16 by
+        default, a few seconds per epoch of a few hundred images on 2 CPU
+        cores; pass `image_shape=(32, 32, 3)` for 32x32).
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def build(self, input_shape=None):
+        if input_shape is not None and tuple(input_shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"SDNVAE expects images of shape (batch,) + {self.image_shape}; "
+                f"got input_shape={tuple(input_shape)}."
+            )
+        if self.built:
+            return
+        height, width, channels = self.image_shape
+        shape = (None, height, width, self.hidden_channels)
+        self.input_layer.build((None, height, width, channels))
+        for block in self.blocks:
+            block.build(shape)
+            if block.resample:
+                shape = (None, shape[1] // 2, shape[2] // 2, self.hidden_channels)
+        self.output_layer.build((None, height, width, self.hidden_channels))
+        self.top_input = self.add_weight(
+            shape=(self.hidden_channels,), initializer="zeros", name="top_input"
+        )
+        self.averaged_weights = [
+            self.add_weight(
+                shape=weight.shape,
+                dtype=weight.dtype,
+                initializer=lambda shape, dtype, weight=weight: ops.copy(weight.value),
+                trainable=False,
+                # Every replica computes the same average from synchronised weights.
+                aggregation="only_first_replica",
+                name=f"average_{index}",
+            )
+            for index, weight in enumerate(self.trainable_weights)
+        ]
+
+    # ------------------------------------------------------------------ model
+
+    @property
+    def num_dimensions(self):
+        """Sub-pixels per image, `height * width * channels`."""
+        return int(np.prod(self.image_shape))
+
+    def _to_unit_range(self, images):
+        return ops.cast(images, "float32") * (2.0 / (2**self.num_bits - 1)) - 1.0
+
+    def _encode_terms(self, images):
+        """Bottom-up pass: the posterior terms of every layer, bottom layer first."""
+        hidden = self.input_layer(self._to_unit_range(images))
+        terms = []
+        for block in self.blocks:
+            hidden, block_terms = block.up(hidden)
+            terms.append(block_terms)
+        return terms
+
+    def _top_down(self, batch_size, posterior_terms=None, latents=None, temperature=1.0, shared_noise=False):
+        """Top-down pass: `(likelihood params, latents, kls)`, both lists top layer first.
+
+        Layer `i` from the top uses `latents[i]` when given (not None), else
+        the posterior when `posterior_terms` are given, else the prior at
+        `temperature`.
+        """
+        top = ops.cast(self.top_input, self.compute_dtype)
+        hidden = ops.broadcast_to(top, (batch_size,) + self._top_shape)
+        all_latents, kls = [], []
+        for depth, block in enumerate(reversed(self.blocks)):
+            hidden, block_latents, kl = block.down(
+                hidden,
+                posterior_terms=None if posterior_terms is None else posterior_terms[-1 - depth],
+                latents=None if latents is None else latents[depth],
+                temperature=temperature,
+                shared_noise=shared_noise,
+            )
+            all_latents.append(block_latents)
+            kls.append(kl)
+        params = ops.cast(self.output_layer(ops.elu(hidden)), "float32")
+        return params, all_latents, kls
+
+    def likelihood(self, params, temperature=1.0):
+        """The observation model p(x | z) for decoder output `params`."""
+        return DiscretizedLogisticMixture(
+            params, channels=self.image_shape[-1], num_bits=self.num_bits, temperature=temperature
+        )
+
+    def _elbo_terms(self, images):
+        """`(log p(x | z), [KL_l])` per image, one posterior sample, top layer first."""
+        terms = self._encode_terms(images)
+        params, _, kls = self._top_down(ops.shape(images)[0], posterior_terms=terms)
+        return self.likelihood(params).log_prob(images), kls
+
+    def call(self, images, training=False):
+        with contextlib.nullcontext() if training else self._averaged():
+            log_likelihood, kls = self._elbo_terms(images)
+        kl = ops.sum(ops.stack(kls), axis=0)
+        return {"elbo": log_likelihood - kl, "kl": kl}
+
+    # --------------------------------------------------------------- training
+
+    def compile(self, optimizer=None, **kwargs):
+        """Configures training; `optimizer` defaults to Adamax(2e-3).
+
+        The loss is the model's own free-bits objective: passing `loss` raises.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError("SDNVAE computes its own loss; do not pass `loss` to compile().")
+        if optimizer is None:
+            optimizer = keras.optimizers.Adamax(learning_rate=2e-3)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.elbo_tracker, self.kl_tracker, self.bpd_tracker]
+
+    def _objective(self, log_likelihood, kls):
+        """The free-bits loss in bits per dimension (batch mean)."""
+        floored_kl = sum(ops.maximum(ops.mean(kl), self.free_bits) for kl in kls)
+        nats = -ops.mean(log_likelihood) + floored_kl
+        return nats / (self.num_dimensions * math.log(2.0))
+
+    def _update_metrics(self, loss, log_likelihood, kls):
+        kl = ops.sum(ops.stack(kls), axis=0)
+        elbo = log_likelihood - kl
+        self.loss_tracker.update_state(loss)
+        self.elbo_tracker.update_state(elbo)
+        self.kl_tracker.update_state(kl)
+        self.bpd_tracker.update_state(self.bits_per_dim(elbo))
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def train_step(self, data):
+        images = keras.utils.unpack_x_y_sample_weight(data)[0]
+        with tf.GradientTape() as tape:
+            log_likelihood, kls = self._elbo_terms(images)
+            loss = self._objective(log_likelihood, kls)
+            scaled_loss = self.optimizer.scale_loss(replica_loss(loss))
+        weights = self.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, weights), weights))
+        self._update_averages()
+        return self._update_metrics(loss, log_likelihood, kls)
+
+    def test_step(self, data):
+        images = keras.utils.unpack_x_y_sample_weight(data)[0]
+        with self._averaged():
+            log_likelihood, kls = self._elbo_terms(images)
+        return self._update_metrics(self._objective(log_likelihood, kls), log_likelihood, kls)
+
+    def _update_averages(self):
+        step = ops.cast(self.optimizer.iterations, "float32")
+        decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        for weight, average in zip(self.trainable_weights, self.averaged_weights):
+            average.assign(decay * average + (1.0 - decay) * weight)
+
+    @contextlib.contextmanager
+    def _averaged(self):
+        """Runs the model with the averaged weights in place of the trained ones."""
+        mapping = [(w, a.value) for w, a in zip(self.trainable_weights, self.averaged_weights)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            yield
+        # Keep the state that advanced inside the scope (the random seeds).
+        for variable in self.non_trainable_variables:
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+
+    def _compiled(self, name, function):
+        """`function` run with the averaged weights, compiled once per model."""
+        if name not in self._compiled_functions:
+
+            def averaged_function(*args):
+                with self._averaged():
+                    return function(*args)
+
+            self._compiled_functions[name] = tf.function(averaged_function, reduce_retracing=True)
+        return self._compiled_functions[name]
+
+    # ------------------------------------------------------------- evaluation
+
+    def bits_per_dim(self, log_likelihood):
+        """Converts log-likelihoods in nats per image to bits per dimension.
+
+        `-log_likelihood / (height * width * channels * ln 2)`, elementwise.
+        """
+        return -ops.cast(log_likelihood, "float32") / (self.num_dimensions * math.log(2.0))
+
+    def _check_images(self, images, name="images", batched=True):
+        images = ops.convert_to_tensor(images)
+        expected = ((None,) if batched else ()) + self.image_shape
+        shape = tuple(images.shape)
+        if len(shape) != len(expected) or shape[-3:] != self.image_shape:
+            raise ValueError(f"`{name}` must have shape {expected}; got shape {shape}.")
+        return images
+
+    def log_likelihood(self, images, num_samples=1, max_batch_size=None):
+        """Importance-weighted estimate of log p(images) per image, in nats.
+
+        `log (1/K) sum_k p(x, z_k) / q(z_k | x)` over `K = num_samples`
+        posterior samples (Burda et al., 2015): a lower bound on log p(x)
+        that equals the ELBO for K = 1 and grows with K on average.
+
+        Args:
+            images: `(batch,) + image_shape` integer images.
+            num_samples: Number of importance samples K >= 1.
+            max_batch_size: Most (image, sample) pairs per forward pass;
+                several samples of the batch are evaluated together when it
+                allows (faster for small batches). Default: one pass per
+                sample.
+
+        Returns:
+            float32 tensor `(batch,)`.
+        """
+        images = self._check_images(images)
+        _check_int("num_samples", num_samples, 1)
+        batch_size = int(images.shape[0])
+        samples_per_pass = 1
+        if max_batch_size is not None:
+            _check_int("max_batch_size", max_batch_size, 1)
+            samples_per_pass = min(num_samples, max(1, max_batch_size // batch_size))
+        log_weight = self._compiled("log_weight", self._log_weight)
+        log_weights = []
+        for first in range(0, num_samples, samples_per_pass):
+            count = min(samples_per_pass, num_samples - first)
+            tiled = ops.tile(images, (count, 1, 1, 1))  # sample-major
+            log_weights.append(ops.reshape(log_weight(tiled), (count, batch_size)))
+        log_weights = ops.concatenate(log_weights, axis=0)
+        return ops.logsumexp(log_weights, axis=0) - math.log(num_samples)
+
+    def _log_weight(self, images):
+        log_likelihood, kls = self._elbo_terms(images)
+        return log_likelihood - ops.sum(ops.stack(kls), axis=0)
+
+    # ------------------------------------------------------------- generation
+
+    def _images_from(self, params, temperature, sample_pixels):
+        likelihood = self.likelihood(params, temperature)
+        if sample_pixels:
+            # TFP takes int32 stateless seeds; Keras keeps its seed state in int64.
+            values = likelihood.sample(seed=ops.cast(self.seed_generator.next(), "int32"))
+        else:
+            values = likelihood.mode()
+        return ops.cast(values, "uint8")
+
+    def sample(self, num_images, temperature=1.0, sample_pixels=False):
+        """Images generated from the prior.
+
+        Args:
+            num_images: Number of images (a Python int, or an int32 scalar
+                tensor, e.g. inside an exported signature).
+            temperature: Scale of every prior standard deviation (and of the
+                logistic scales when `sample_pixels`); float or float32
+                scalar tensor.
+            sample_pixels: If False (default), each image is the decoder's
+                most likely image given the sampled latents (as the authors
+                display samples); if True, pixels are sampled from p(x | z).
+
+        Returns:
+            uint8 tensor `(num_images,) + image_shape`, values in
+            `[0, 2**num_bits - 1]`.
+        """
+        if not tf.is_tensor(num_images):
+            _check_int("num_images", num_images, 1)
+        if not tf.is_tensor(temperature):
+            _check_temperature(temperature)
+
+        def generate(num_images, temperature):
+            params, _, _ = self._top_down(num_images, temperature=temperature)
+            return self._images_from(params, temperature, sample_pixels)
+
+        return self._compiled(f"sample_{sample_pixels}", generate)(
+            tf.cast(num_images, tf.int32), tf.cast(temperature, tf.float32)
+        )
+
+    def encode(self, images):
+        """Posterior samples of every stochastic layer, top layer first.
+
+        Returns:
+            A list of `num_layers` float32 tensors `(batch, h_l, w_l,
+            latent_channels)`.
+        """
+        images = self._check_images(images)
+
+        def encode(images):
+            terms = self._encode_terms(images)
+            _, latents, _ = self._top_down(ops.shape(images)[0], posterior_terms=terms)
+            return latents
+
+        return self._compiled("encode", encode)(images)
+
+    def _decode(self, latents, temperature, shared_noise=False):
+        """Images from given latents (top first, None entries sampled from the prior)."""
+        known = [z for z in latents if z is not None]
+        params, _, _ = self._top_down(
+            ops.shape(known[0])[0], latents=latents, temperature=temperature, shared_noise=shared_noise
+        )
+        return self._images_from(params, temperature, sample_pixels=False)
+
+    def reconstruct(self, images):
+        """The most likely images given latents drawn from the posterior of `images` (uint8)."""
+        images = self._check_images(images)
+
+        def reconstruct(images):
+            terms = self._encode_terms(images)
+            params, _, _ = self._top_down(ops.shape(images)[0], posterior_terms=terms)
+            return self._images_from(params, 1.0, sample_pixels=False)
+
+        return self._compiled("reconstruct", reconstruct)(images)
+
+    def sample_around(self, image, fixed_layers, temperature=1.0, num_samples=8):
+        """Samples sharing the top `fixed_layers` latents of `image` (paper, Figure 6).
+
+        The top `fixed_layers` stochastic layers take the image's posterior
+        codes; the layers below are sampled from the prior at `temperature`.
+
+        Args:
+            image: One image, `image_shape`.
+            fixed_layers: Number of top layers to fix, in 0..num_layers.
+            temperature: Prior temperature of the sampled layers.
+            num_samples: Number of images.
+
+        Returns:
+            uint8 tensor `(num_samples,) + image_shape`.
+        """
+        image = self._check_images(image, name="image", batched=False)
+        _check_int("fixed_layers", fixed_layers, 0, self.num_layers)
+        _check_temperature(temperature)
+        _check_int("num_samples", num_samples, 1)
+        codes = self.encode(image[None])
+
+        def around(codes, temperature):
+            latents = [ops.repeat(z, num_samples, axis=0) for z in codes[:fixed_layers]]
+            if not latents:
+                params, _, _ = self._top_down(num_samples, temperature=temperature)
+                return self._images_from(params, temperature, sample_pixels=False)
+            return self._decode(latents + [None] * (self.num_layers - fixed_layers), temperature)
+
+        name = f"sample_around_{fixed_layers}_{num_samples}"
+        return self._compiled(name, around)(codes, tf.constant(temperature, tf.float32))
+
+    def interpolate(self, image_a, image_b, layer, steps=5, temperature=1.0):
+        """Decodes a linear interpolation between the latents of two images (paper, Figure 5).
+
+        The codes of the top `layer` stochastic layers are interpolated
+        linearly from `image_a`'s to `image_b`'s posterior codes in `steps`
+        steps (both ends included); the layers below are sampled from the
+        prior at `temperature`, with the same noise for every step.
+
+        Args:
+            image_a, image_b: Images, `image_shape`.
+            layer: Number of top layers interpolated, in 1..num_layers.
+            steps: Number of images, >= 2.
+            temperature: Prior temperature of the remaining layers.
+
+        Returns:
+            uint8 tensor `(steps,) + image_shape`.
+        """
+        image_a = self._check_images(image_a, name="image_a", batched=False)
+        image_b = self._check_images(image_b, name="image_b", batched=False)
+        _check_int("layer", layer, 1, self.num_layers)
+        _check_int("steps", steps, 2)
+        _check_temperature(temperature)
+        codes = self.encode(ops.stack([image_a, image_b]))
+
+        def interpolate(codes, temperature):
+            weights = ops.reshape(ops.linspace(0.0, 1.0, steps), (steps, 1, 1, 1))
+            latents = [(1.0 - weights) * z[:1] + weights * z[1:] for z in codes[:layer]]
+            return self._decode(
+                latents + [None] * (self.num_layers - layer), temperature, shared_noise=True
+            )
+
+        name = f"interpolate_{layer}_{steps}"
+        return self._compiled(name, interpolate)(codes, tf.constant(temperature, tf.float32))
+
+    # ---------------------------------------------------------- serialization
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "num_bits": self.num_bits,
+            "hidden_channels": self.hidden_channels,
+            "latent_channels": self.latent_channels,
+            "num_layers": self.num_layers,
+            "downsample_at": list(self.downsample_at),
+            "num_mixtures": self.num_mixtures,
+            "use_sdn": self.use_sdn,
+            "sdn_min_scale": self.sdn_min_scale,
+            "sdn_max_scale": self.sdn_max_scale,
+            "sdn_features": self.sdn_features,
+            "sdn_features_decrement": self.sdn_features_decrement,
+            "sdn_directions": self.sdn_directions,
+            "iaf_hidden_channels": self.iaf_hidden_channels,
+            "iaf_hidden_layers": self.iaf_hidden_layers,
+            "context_channels": self.context_channels,
+            "free_bits": self.free_bits,
+            "ema_decay": self.ema_decay,
+            "seed": self.seed,
+        }
