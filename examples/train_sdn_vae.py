@@ -66,7 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--learning-rate", type=float, default=None, help="Adamax learning rate (default: the preset's)."
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="Adamax learning rate (default: the preset's).",
     )
     parser.add_argument("--no-sdn", action="store_true", help="Train the convolutional baseline.")
     parser.add_argument("--mixed-precision", action="store_true")
@@ -174,7 +177,9 @@ def evaluate_bits_per_dim(model, test, num_samples):
     elbo_bpd, weighted_bpd = [], []
     for images in test:
         elbo_bpd.append(model.bits_per_dim(model.log_likelihood(images, num_samples=1)))
-        weighted = model.log_likelihood(images, num_samples=num_samples, max_batch_size=EVAL_BATCH_SIZE)
+        weighted = model.log_likelihood(
+            images, num_samples=num_samples, max_batch_size=EVAL_BATCH_SIZE
+        )
         weighted_bpd.append(model.bits_per_dim(weighted))
     return float(np.mean(np.concatenate(elbo_bpd))), float(np.mean(np.concatenate(weighted_bpd)))
 
@@ -182,15 +187,16 @@ def evaluate_bits_per_dim(model, test, num_samples):
 def save_sample_grid(model, path, samples_per_temperature):
     """One row of prior samples per temperature, rescaled to 8 bits."""
     scale = 255.0 / (2**model.num_bits - 1)
-    figure, axes = plt.subplots(
-        len(TEMPERATURES), 1, figsize=(samples_per_temperature, 1.1 * len(TEMPERATURES)), squeeze=False
-    )
+    size = (samples_per_temperature, 1.1 * len(TEMPERATURES))
+    figure, axes = plt.subplots(len(TEMPERATURES), 1, figsize=size, squeeze=False)
     for axis, temperature in zip(axes[:, 0], TEMPERATURES):
         images = np.round(np.asarray(model.sample(samples_per_temperature, temperature)) * scale)
         # A one-pixel white gap after every image.
-        images = np.pad(images.astype(np.uint8), [(0, 0), (0, 0), (0, 1), (0, 0)], constant_values=255)
+        gap = [(0, 0), (0, 0), (0, 1), (0, 0)]
+        images = np.pad(images.astype(np.uint8), gap, constant_values=255)
         row = np.concatenate(list(images), axis=1)
-        axis.imshow(row.squeeze(), cmap="gray" if row.shape[-1] == 1 else None, interpolation="nearest")
+        cmap = "gray" if row.shape[-1] == 1 else None
+        axis.imshow(row.squeeze(), cmap=cmap, interpolation="nearest")
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_ylabel(f"T={temperature}", rotation=0, ha="right", va="center")

@@ -190,7 +190,8 @@ class LadderBlock(keras.layers.Layer):
         features, post_loc, post_log_scale, context, prior_loc, prior_log_scale = ops.split(
             self.down_in(ops.elu(inputs)), _split_points(self._down_split), axis=-1
         )
-        prior_loc, prior_log_scale = ops.cast(prior_loc, "float32"), ops.cast(prior_log_scale, "float32")
+        prior_loc = ops.cast(prior_loc, "float32")
+        prior_log_scale = ops.cast(prior_log_scale, "float32")
         batch_size = ops.shape(inputs)[0]
         kl = ops.zeros((batch_size,), "float32")
         if latents is not None:
@@ -213,8 +214,10 @@ class LadderBlock(keras.layers.Layer):
             if shared_noise:
                 noise_shape = (1,) + tuple(noise_shape[1:])
             noise = keras.random.normal(noise_shape, seed=self.seed_generator)
-            latents = prior_loc + ops.exp(prior_log_scale) * ops.cast(temperature, "float32") * noise
-        update = self.down_out(ops.elu(ops.concatenate([ops.cast(latents, features.dtype), features], -1)))
+            scale = ops.exp(prior_log_scale) * ops.cast(temperature, "float32")
+            latents = prior_loc + scale * noise
+        merged = ops.concatenate([ops.cast(latents, features.dtype), features], axis=-1)
+        update = self.down_out(ops.elu(merged))
         skip = inputs
         if self.resample:
             skip = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)

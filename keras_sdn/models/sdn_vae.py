@@ -94,7 +94,9 @@ def _check_int(name, value, low, high=None):
 
 def _check_temperature(temperature):
     if not isinstance(temperature, (int, float, np.floating)) or not temperature > 0:
-        raise ValueError(f"`temperature` must be a positive float; got temperature={temperature!r}.")
+        raise ValueError(
+            f"`temperature` must be a positive float; got temperature={temperature!r}."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -415,7 +417,9 @@ class SDNVAE(keras.Model):
             terms.append(block_terms)
         return terms
 
-    def _top_down(self, batch_size, posterior_terms=None, latents=None, temperature=1.0, shared_noise=False):
+    def _top_down(
+        self, batch_size, posterior_terms=None, latents=None, temperature=1.0, shared_noise=False
+    ):
         """Top-down pass: `(likelihood params, latents, kls)`, both lists top layer first.
 
         Layer `i` from the top uses `latents[i]` when given (not None), else
@@ -654,7 +658,10 @@ class SDNVAE(keras.Model):
         """Images from given latents (top first, None entries sampled from the prior)."""
         known = [z for z in latents if z is not None]
         params, _, _ = self._top_down(
-            ops.shape(known[0])[0], latents=latents, temperature=temperature, shared_noise=shared_noise
+            ops.shape(known[0])[0],
+            latents=latents,
+            temperature=temperature,
+            shared_noise=shared_noise,
         )
         return self._images_from(params, temperature, sample_pixels=False)
 
