@@ -23,8 +23,9 @@ def export_for_serving(model, path, overwrite=False, input_signature=None):
       for a latent code of the image).
     - `encode`: `images` -> the latent code. BetaVAE: `latent_means`
       (float32 `(batch, latent_dim)`, the posterior means). SDNVAE:
-      `latents_0` ... `latents_{L-1}`, the posterior sample of every
-      stochastic layer, top layer first (float32 `(batch, h, w, c)`).
+      `latents_0` ... `latents_{L-1}`, `SDNVAE.posterior_means`: every
+      stochastic layer's posterior mean through its flow, top layer first
+      (float32 `(batch, h, w, c)`).
     - `sample`: `count` (int32 `(1,)`) and `temperature` (float32 `(1,)`,
       the scale of the prior's standard deviation) -> `images` (uint8,
       `(count,) + image_shape`), generated from the prior.
@@ -208,7 +209,7 @@ def _sdn_vae_archive(model):
         }
 
     def encode(images):
-        latents = model.encode(_checked_images(images, image_shape, model.num_bits))
+        latents = model.posterior_means(_checked_images(images, image_shape, model.num_bits))
         return {f"latents_{index}": latent for index, latent in enumerate(latents)}
 
     def sample(count, temperature):

@@ -167,6 +167,17 @@ def test_generation_shapes_dtypes_and_ranges(trained, images):
     assert [tuple(z.shape) for z in codes] == [(2, 4, 4, 2), (2, 4, 4, 2)]
 
 
+def test_posterior_means_are_deterministic_unlike_posterior_samples(trained, images):
+    model, _, _ = trained
+    means = [z.numpy() for z in model.posterior_means(images[:2])]
+    again = [z.numpy() for z in model.posterior_means(images[:2])]
+    samples = [z.numpy() for z in model.encode(images[:2])]
+    assert [m.shape for m in means] == [s.shape for s in samples]
+    for mean, repeat, sample in zip(means, again, samples):
+        np.testing.assert_array_equal(mean, repeat)
+        assert not np.allclose(mean, sample)
+
+
 def test_sample_around_with_every_layer_fixed_is_deterministic(trained, images):
     model, _, _ = trained
     around = model.sample_around(images[0], fixed_layers=SMALL["num_layers"], num_samples=3).numpy()

@@ -181,8 +181,9 @@ class LadderBlock(keras.layers.Layer):
                 `log q(z | x) - log p(z)` per image.
             latents: Given latents `(batch, H', W', latent_channels)`, used
                 as they are (takes precedence over `posterior_terms`).
-            temperature: Scale of the prior's standard deviation when
-                sampling from the prior (neither of the above given).
+            temperature: Scale of the standard deviation of the Gaussian
+                the latent is drawn from (posterior or prior); 0 gives the
+                posterior mean through the flow, or the prior mean.
             shared_noise: Draw one prior noise map for the whole batch.
 
         `kl` is zero when the latent is not drawn from the posterior.
@@ -202,7 +203,7 @@ class LadderBlock(keras.layers.Layer):
             log_scale = up_log_scale + ops.cast(post_log_scale, "float32")
             context = up_context + ops.cast(context, "float32")
             noise = replica_normal(ops.shape(loc), seed=self.seed_generator)
-            initial = loc + ops.exp(log_scale) * noise
+            initial = loc + ops.exp(log_scale) * ops.cast(temperature, "float32") * noise
             flow = InverseAutoregressiveFlow(self.iaf_network, context)
             latents = flow.forward(initial)
             log_posterior = diagonal_gaussian(loc, log_scale).log_prob(initial)

@@ -654,6 +654,24 @@ class SDNVAE(keras.Model):
 
         return self._compiled("encode", encode)(images)
 
+    def posterior_means(self, images):
+        """The deterministic latent code of `images`, top layer first.
+
+        Each stochastic layer's posterior Gaussian mean, through its inverse
+        autoregressive flow, with the layers above it fixed the same way
+        (the posterior at temperature 0). Same structure as `encode`.
+        """
+        images = self._check_images(images)
+
+        def posterior_means(images):
+            terms = self._encode_terms(images)
+            _, latents, _ = self._top_down(
+                ops.shape(images)[0], posterior_terms=terms, temperature=0.0
+            )
+            return latents
+
+        return self._compiled("posterior_means", posterior_means)(images)
+
     def _decode(self, latents, temperature, shared_noise=False):
         """Images from given latents (top first, None entries sampled from the prior)."""
         known = [z for z in latents if z is not None]
