@@ -38,6 +38,7 @@ from keras_sdn.data import DATASET_NAMES  # noqa: E402
 from keras_sdn.data import load_images  # noqa: E402
 from keras_sdn.distribute import BackupAndRestore  # noqa: E402
 from keras_sdn.distribute import add_strategy_arguments  # noqa: E402
+from keras_sdn.distribute import is_chief  # noqa: E402
 from keras_sdn.distribute import strategy_from_name  # noqa: E402
 from keras_sdn.export import export_for_serving  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
@@ -224,23 +225,18 @@ def main(argv=None):
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    # Distributed training is a placeholder: fit runs under the strategy, the
-    # evaluation and the outputs are not coordinated across workers.
-    with strategy_from_name(args.strategy, args.tpu).scope():
+    strategy = strategy_from_name(args.strategy, args.tpu)
+    with strategy.scope():
         model = build_model(args)
     check_resumed_model(model, checkpoint_dir)
     train, test = datasets(args, model)
     timer = StepTimer()
-    model.fit(
-        train,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        callbacks=[
-            BackupAndRestore(checkpoint_dir, delete_checkpoint=False),
-            ScalarLogger(output_dir / "logs" / "train"),
-            timer,
-        ],
-    )
+    callbacks = [BackupAndRestore(checkpoint_dir, delete_checkpoint=False), timer]
+    if is_chief(strategy):
+        callbacks.append(ScalarLogger(output_dir / "logs" / "train"))
+    model.fit(train, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, callbacks=callbacks)
+    if not is_chief(strategy):
+        return  # with several workers, the chief evaluates and writes the outputs
 
     elbo_bpd, weighted_bpd = evaluate_bits_per_dim(model, test, args.importance_samples)
     results = {
