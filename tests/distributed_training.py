@@ -50,6 +50,7 @@ from keras_sdn.distribute import replica_normal  # noqa: E402
 from keras_sdn.distribute import strategy_from_name  # noqa: E402
 from keras_sdn.layers import ResidualSpatialDependency  # noqa: E402
 from keras_sdn.layers import SpatialDependency  # noqa: E402
+from tiny_models import tiny_sdn_vae  # noqa: E402
 
 GLOBAL_BATCH = 4
 EXAMPLES = 8
@@ -66,23 +67,7 @@ def generic_model():
 
 
 def sdn_vae():
-    from keras_sdn.models import SDNVAE
-
-    # The convolutional variant: the SDN layers, slow to trace, train under the
-    # strategies in the generic model and in the beta-VAE's decoder.
-    model = SDNVAE(
-        image_shape=(4, 4, 3),
-        hidden_channels=4,
-        latent_channels=2,
-        num_layers=1,
-        downsample_at=(),
-        num_mixtures=2,
-        use_sdn=False,
-        iaf_hidden_channels=4,
-        iaf_hidden_layers=1,
-        context_channels=4,
-        seed=1,
-    )
+    model = tiny_sdn_vae()
     # Plain SGD: the gradient's scale shows in the losses (Adamax hides it).
     model.compile(optimizer=keras.optimizers.SGD(1e-3))
     return model

@@ -17,8 +17,8 @@ import tensorflow as tf
 from keras_sdn import ResidualSpatialDependency
 from keras_sdn import SpatialDependency
 from keras_sdn.export import export_for_serving
-from keras_sdn.models import SDNVAE
 from keras_sdn.models import BetaVAE
+from tiny_models import tiny_sdn_vae
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -51,25 +51,6 @@ SERVING_CLIENT = textwrap.dedent(
     assert not imported, imported
     """
 )
-
-
-def tiny_sdn_vae():
-    # The convolutional variant: SDN layers, slow to trace, are served in the
-    # generic model and in the beta-VAE's decoder.
-    return SDNVAE(
-        image_shape=(4, 4, 3),
-        num_bits=5,
-        hidden_channels=4,
-        latent_channels=2,
-        num_layers=1,
-        downsample_at=(),
-        num_mixtures=2,
-        use_sdn=False,
-        iaf_hidden_channels=4,
-        iaf_hidden_layers=1,
-        context_channels=4,
-        seed=1,
-    )
 
 
 def tiny_beta_vae():
@@ -141,7 +122,7 @@ def served(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("serving")
     keras.utils.set_random_seed(0)
-    models = {"sdn_vae": tiny_sdn_vae(), "beta_vae": tiny_beta_vae(), "generic": generic_model()}
+    models = {"sdn_vae": tiny_sdn_vae(num_bits=5), "beta_vae": tiny_beta_vae(), "generic": generic_model()}
     directories = {key: str(root / key / "1") for key in models}
     for key, model in models.items():
         assert export_for_serving(model, directories[key]) == directories[key]

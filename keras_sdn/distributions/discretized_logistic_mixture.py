@@ -6,6 +6,8 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import prefer_static as ps
 from tensorflow_probability.python.internal import samplers
 
+from keras_sdn._checks import check_int
+
 tfd = tfp.distributions
 
 # PixelCNN++ floor on the log-scale of a component, in units of the [-1, 1] range.
@@ -85,7 +87,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
                     f"{params.shape}."
                 )
             self._num_mixtures = _num_mixtures(params.shape[-1], channels)
-            _check_int("num_bits", num_bits, low=1, high=8)
+            check_int("num_bits", num_bits, low=1, high=8)
             if isinstance(temperature, (int, float)) and not temperature > 0:
                 raise ValueError(f"`temperature` must be positive; got {temperature}.")
             self._params = params
@@ -106,8 +108,8 @@ class DiscretizedLogisticMixture(tfd.Distribution):
     @staticmethod
     def params_size(num_mixtures, channels):
         """Length `P` of the last axis of `params` for `num_mixtures` components."""
-        _check_int("num_mixtures", num_mixtures, low=1)
-        _check_int("channels", channels, low=1)
+        check_int("num_mixtures", num_mixtures, low=1)
+        check_int("channels", channels, low=1)
         return num_mixtures * _params_per_mixture(channels)
 
     @property
@@ -325,7 +327,7 @@ def _params_per_mixture(channels):
 
 
 def _num_mixtures(params_size, channels):
-    _check_int("channels", channels, low=1)
+    check_int("channels", channels, low=1)
     per_mixture = _params_per_mixture(channels)
     if params_size is None or params_size % per_mixture:
         raise ValueError(
@@ -334,14 +336,3 @@ def _num_mixtures(params_size, channels):
             f"got {params_size}."
         )
     return params_size // per_mixture
-
-
-def _check_int(name, value, low, high=None):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < low
-        or (high is not None and value > high)
-    ):
-        expected = f"an int in [{low}, {high}]" if high is not None else f"an int >= {low}"
-        raise ValueError(f"`{name}` must be {expected}; got {value!r}.")

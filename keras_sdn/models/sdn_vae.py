@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_sdn._checks import check_int
 from keras_sdn.distribute import replica_loss
 from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.layers import DIRECTIONS
@@ -79,17 +80,6 @@ PRESETS = {
         ema_decay=0.99,
     ),
 }
-
-
-def _check_int(name, value, low, high=None):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < low
-        or (high is not None and value > high)
-    ):
-        expected = f"an int in [{low}, {high}]" if high is not None else f"an int >= {low}"
-        raise ValueError(f"`{name}` must be {expected}; got {name}={value!r}.")
 
 
 def _check_temperature(temperature):
@@ -222,8 +212,8 @@ class SDNVAE(keras.Model):
                 f"got image_shape={image_shape!r}."
             )
         for axis, size in zip(("height", "width", "channels"), image_shape):
-            _check_int(f"image_shape {axis}", size, 1)
-        _check_int("num_bits", num_bits, 1, 8)
+            check_int(f"image_shape {axis}", size, 1)
+        check_int("num_bits", num_bits, 1, 8)
         for name, value in (
             ("hidden_channels", hidden_channels),
             ("latent_channels", latent_channels),
@@ -236,12 +226,12 @@ class SDNVAE(keras.Model):
             ("iaf_hidden_layers", iaf_hidden_layers),
             ("context_channels", context_channels),
         ):
-            _check_int(name, value, 1)
-        _check_int("sdn_features_decrement", sdn_features_decrement, 0)
-        _check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
+            check_int(name, value, 1)
+        check_int("sdn_features_decrement", sdn_features_decrement, 0)
+        check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
         downsample_at = tuple(sorted(set(downsample_at)))
         for index in downsample_at:
-            _check_int("downsample_at entry", index, 0, num_layers - 1)
+            check_int("downsample_at entry", index, 0, num_layers - 1)
         factor = 2 ** len(downsample_at)
         if image_shape[0] % factor or image_shape[1] % factor:
             raise ValueError(
@@ -578,11 +568,11 @@ class SDNVAE(keras.Model):
             float32 tensor `(batch,)`.
         """
         images = self._check_images(images)
-        _check_int("num_samples", num_samples, 1)
+        check_int("num_samples", num_samples, 1)
         batch_size = int(images.shape[0])
         samples_per_pass = 1
         if max_batch_size is not None:
-            _check_int("max_batch_size", max_batch_size, 1)
+            check_int("max_batch_size", max_batch_size, 1)
             samples_per_pass = min(num_samples, max(1, max_batch_size // batch_size))
         log_weight = self._compiled("log_weight", self._log_weight)
         log_weights = []
@@ -626,7 +616,7 @@ class SDNVAE(keras.Model):
             `[0, 2**num_bits - 1]`.
         """
         if not tf.is_tensor(num_images):
-            _check_int("num_images", num_images, 1)
+            check_int("num_images", num_images, 1)
         if not tf.is_tensor(temperature):
             _check_temperature(temperature)
 
@@ -710,9 +700,9 @@ class SDNVAE(keras.Model):
             uint8 tensor `(num_samples,) + image_shape`.
         """
         image = self._check_images(image, name="image", batched=False)
-        _check_int("fixed_layers", fixed_layers, 0, self.num_layers)
+        check_int("fixed_layers", fixed_layers, 0, self.num_layers)
         _check_temperature(temperature)
-        _check_int("num_samples", num_samples, 1)
+        check_int("num_samples", num_samples, 1)
         codes = self.encode(image[None])
 
         def around(codes, temperature):
@@ -744,8 +734,8 @@ class SDNVAE(keras.Model):
         """
         image_a = self._check_images(image_a, name="image_a", batched=False)
         image_b = self._check_images(image_b, name="image_b", batched=False)
-        _check_int("layer", layer, 1, self.num_layers)
-        _check_int("steps", steps, 2)
+        check_int("layer", layer, 1, self.num_layers)
+        check_int("steps", steps, 2)
         _check_temperature(temperature)
         codes = self.encode(ops.stack([image_a, image_b]))
 

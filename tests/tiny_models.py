@@ -1,0 +1,22 @@
+"""Small models shared by the tests and their subprocess scripts."""
+
+
+def tiny_sdn_vae(**overrides):
+    """A 4x4 SDN-VAE, its convolutional variant: SDN layers, slow to trace, are
+    covered by the generic models and the beta-VAE's decoder where it is used."""
+    from keras_sdn.models import SDNVAE
+
+    config = dict(
+        image_shape=(4, 4, 3),
+        hidden_channels=4,
+        latent_channels=2,
+        num_layers=1,
+        downsample_at=(),
+        num_mixtures=2,
+        use_sdn=False,
+        iaf_hidden_channels=4,
+        iaf_hidden_layers=1,
+        context_channels=4,
+        seed=1,
+    )
+    return SDNVAE(**{**config, **overrides})
