@@ -54,6 +54,7 @@ from keras_sdn.data import load_images  # noqa: E402
 from keras_sdn.data import quantize  # noqa: E402
 from keras_sdn.distribute import BackupAndRestore  # noqa: E402
 from keras_sdn.distribute import add_strategy_arguments  # noqa: E402
+from keras_sdn.distribute import is_chief  # noqa: E402
 from keras_sdn.distribute import strategy_from_name  # noqa: E402
 from keras_sdn.metrics import beta_vae_score  # noqa: E402
 from keras_sdn.metrics import factor_vae_score  # noqa: E402
@@ -211,8 +212,11 @@ def train_and_evaluate(decoder, beta, ground_truth, shown_images, args, output_d
         ground_truth,
         args,
     )
-    save_traversals(model, shown_images[0], output_dir / f"traversals_{name}.png", args.num_bits)
-    save_reconstructions(model, shown_images, output_dir / f"reconstructions_{name}.png", args.num_bits)
+    if is_chief(strategy):
+        save_traversals(model, shown_images[0], output_dir / f"traversals_{name}.png", args.num_bits)
+        save_reconstructions(
+            model, shown_images, output_dir / f"reconstructions_{name}.png", args.num_bits
+        )
     return {
         "decoder": decoder,
         "beta": beta,
@@ -247,10 +251,14 @@ def main(argv=None):
             )
             results.append(result)
             print(json.dumps(result), flush=True)
+            if not is_chief(strategy):
+                continue  # with several workers, the chief writes the outputs
             # Written after every model so that an interrupted run keeps its numbers.
             with open(output_dir / "results.json", "w") as file:
                 json.dump({"settings": vars(args), "results": results}, file, indent=2)
 
+    if not is_chief(strategy):
+        return results
     for key, (filename, label) in PLOTTED.items():
         plot_against_beta(results, key, output_dir / filename, label)
     print(f"Wrote results.json and plots to {output_dir}")
