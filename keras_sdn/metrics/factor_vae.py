@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_sdn.metrics.representations import check_count
+from keras_sdn._checks import check_int
 from keras_sdn.metrics.representations import check_counts
 from keras_sdn.metrics.representations import encode_factors
 
@@ -57,7 +57,7 @@ def factor_vae_score(
         num_eval=num_eval,
         encode_batch_size=encode_batch_size,
     )
-    check_count("num_variance_estimate", num_variance_estimate, minimum=2)
+    check_int("num_variance_estimate", num_variance_estimate, 2)
     if batch_size < 2:
         raise ValueError(f"`batch_size` must be at least 2 (a variance), got {batch_size}.")
     if not prune_threshold >= 0:

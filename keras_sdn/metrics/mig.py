@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_sdn.metrics.representations import check_count
+from keras_sdn._checks import check_int
 from keras_sdn.metrics.representations import encode_factors
 
 
@@ -60,9 +60,9 @@ def mig_score(
 
     >>> mig_score(model.encode, SyntheticShapes(), num_train=2000)["mig_score"]
     """
-    check_count("num_train", num_train, minimum=2)
-    check_count("num_bins", num_bins)
-    check_count("encode_batch_size", encode_batch_size)
+    check_int("num_train", num_train, 2)
+    check_int("num_bins", num_bins, 1)
+    check_int("encode_batch_size", encode_batch_size, 1)
     if min(ground_truth.factor_sizes) < 2:
         raise ValueError(
             f"`ground_truth` factors must take at least 2 values, got {ground_truth.factor_sizes}."

@@ -2,17 +2,13 @@
 
 import numpy as np
 
-
-def check_count(argument, value, minimum=1):
-    """Raises a `ValueError` unless `value` is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{argument}` must be an integer >= {minimum}, got {value!r}.")
+from keras_sdn._checks import check_int
 
 
 def check_counts(**counts):
-    """`check_count` for each keyword argument."""
+    """`check_int(argument, value, 1)` for each keyword argument."""
     for argument, value in counts.items():
-        check_count(argument, value)
+        check_int(argument, value, 1)
 
 
 def encode_factors(encode_fn, ground_truth, factors, batch_size):

@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 from keras import layers
 from keras import ops
 
+from keras_sdn._checks import check_int
 from keras_sdn.distribute import replica_loss
 from keras_sdn.distribute import replica_normal
 from keras_sdn.distributions import DiscretizedLogisticMixture
@@ -15,11 +16,6 @@ tfd = tfp.distributions
 
 DECODERS = ("conv", "sdn")
 IMAGE_SIZE = 64
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -94,23 +90,15 @@ class BetaVAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("latent_dim", latent_dim)
+        check_int("latent_dim", latent_dim, 1)
         if decoder not in DECODERS:
             raise ValueError(f"`decoder` must be one of {DECODERS}, got {decoder!r}.")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
             raise ValueError(f"`beta` must be a number >= 0, got {beta!r}.")
-        if (
-            isinstance(beta_warmup_steps, bool)
-            or not isinstance(beta_warmup_steps, int)
-            or beta_warmup_steps < 0
-        ):
-            raise ValueError(
-                f"`beta_warmup_steps` must be an integer >= 0, got {beta_warmup_steps!r}."
-            )
-        _check_positive_int("channels", channels)
-        if num_bits not in range(1, 9):
-            raise ValueError(f"`num_bits` must be an integer in [1, 8], got {num_bits!r}.")
-        _check_positive_int("sdn_num_features", sdn_num_features)
+        check_int("beta_warmup_steps", beta_warmup_steps, 0)
+        check_int("channels", channels, 1)
+        check_int("num_bits", num_bits, 1, 8)
+        check_int("sdn_num_features", sdn_num_features, 1)
 
         self.latent_dim = latent_dim
         self.decoder_type = decoder
@@ -326,7 +314,7 @@ class BetaVAE(keras.Model):
 
     @staticmethod
     def _batched(function, inputs, batch_size):
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, 1)
         outputs = [
             function(inputs[start : start + batch_size])
             for start in range(0, len(inputs), batch_size)
