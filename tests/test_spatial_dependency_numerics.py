@@ -64,6 +64,21 @@ def test_spatial_dependency_matches_reference(directions, height, width, upsampl
     assert relative_error(actual, expected) <= 1e-5
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_unknown_batch_size_matches_reference(batch):
+    """A batch dimension that is only known when the function runs (split at run time)."""
+    layer = SpatialDependency(4, num_features=3, directions=2)
+    layer.build((None, 3, 4, 2))
+    randomize(layer, seed=6)
+    call = tf.function(layer, input_signature=[tf.TensorSpec((None, 3, 4, 2), tf.float32)])
+    images = np.random.default_rng(7).normal(size=(batch, 3, 4, 2)).astype("float32")
+
+    expected = sdn_reference.spatial_dependency(
+        images.astype(np.float64), layer_weights(layer), layer.directions, 1
+    )
+    assert relative_error(call(images).numpy(), expected) <= 1e-5
+
+
 @pytest.mark.parametrize("directions, upsample, kernel_size", [(2, 1, None), (["up"], 2, 4)])
 def test_residual_spatial_dependency_matches_reference(directions, upsample, kernel_size):
     layer = ResidualSpatialDependency(
@@ -87,11 +102,21 @@ def test_residual_spatial_dependency_matches_reference(directions, upsample, ker
     assert relative_error(actual, expected) <= 1e-5
 
 
-@pytest.mark.parametrize("directions", [["down"], ["up"], ["left"], ["right"], ["up", "left"]])
-def test_sweep_gradient_matches_finite_differences(directions):
+@pytest.mark.parametrize(
+    "directions, shape",
+    [
+        (["down"], (1, 3, 4, 2)),
+        (["up"], (1, 3, 4, 2)),
+        (["left"], (1, 3, 4, 2)),
+        (["right"], (1, 3, 4, 2)),
+        # An odd batch: on a CPU it is swept in two unequal parts.
+        (["up", "left"], (3, 2, 3, 2)),
+    ],
+)
+def test_sweep_gradient_matches_finite_differences(directions, shape):
     """The hand-written sweep gradient against float64 numerical differentiation."""
     layer = SpatialDependency(2, num_features=3, directions=directions, dtype="float64")
-    images = tf.constant(np.random.default_rng(4).normal(size=(1, 3, 4, 2)))
+    images = tf.constant(np.random.default_rng(4).normal(size=shape))
     layer.build(images.shape)
     randomize(layer, seed=5)
     weights = [tf.constant(w.numpy()) for w in layer.trainable_weights]

@@ -21,13 +21,16 @@ positions, features)` tensor, forwards or backwards: the map is transposed so
 that the swept axis leads, once for a run of sweeps along the same axis.
 Inside the scan step only the recurrent product (a width-3 convolution across
 the previous line) and the gate arithmetic remain; the input projection
-`x W + b_x` is one matrix product over all lines before the scan. The gradient
-is hand-written (`tf.custom_gradient`): one scan in the opposite direction
-carries only the gradient that flows into the previous line; the gates' local
-derivatives are computed for all lines before it, and the input and weight
-gradients after it, each as one large product over all lines (as fused RNN
-kernels do), without concatenating per-gate tensors. Nothing is
-differentiated through the loop by autodiff.
+`x W + b_x` is one matrix product over all lines before the scan. On a CPU the
+batch is swept as two independent halves, so that the executor can run the
+two halves' small per-line ops side by side on different cores.
+
+The gradient is hand-written (`tf.custom_gradient`): one scan in the opposite
+direction carries only the gradient that flows into the previous line; the
+gates' local derivatives are computed for all lines before it, and the input,
+weight and bias gradients after it, each as one large product over all lines
+and gates (as fused RNN kernels do). Nothing is differentiated through the
+loop by autodiff.
 
 For each direction the neighbourhood is ordered by increasing coordinate
 across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
@@ -47,6 +50,7 @@ _SWEEP_AXIS = {
     "down": (1, False),
 }
 _NATURAL_LAYOUT = (0, 1, 2, 3)
+_CPU_BATCH_GROUPS = 2
 
 
 def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
@@ -67,6 +71,31 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
     Returns:
         The corrected map, same shape and dtype as `inputs`.
     """
+    groups = _batch_groups(inputs)
+    if groups == 1:
+        return _sweep_map(inputs, kernels, recurrent_kernels, biases, directions)
+    batch = tf.shape(inputs)[0]
+    sizes = [batch // groups] * (groups - 1) + [batch - (groups - 1) * (batch // groups)]
+    parts = tf.split(inputs, tf.stack(sizes), axis=0, num=groups)
+    return tf.concat(
+        [_sweep_map(part, kernels, recurrent_kernels, biases, directions) for part in parts], 0
+    )
+
+
+def _batch_groups(inputs):
+    """How many independent parts to sweep the batch in.
+
+    On a CPU two halves let the executor overlap two chains of small per-line
+    ops on different cores (measured: `benchmarks/layer_speed.py`); a GPU runs
+    one chain on one stream, where halving only doubles the kernel launches.
+    """
+    if tf.config.list_logical_devices("GPU") or inputs.shape[0] == 1:
+        return 1
+    return _CPU_BATCH_GROUPS
+
+
+def _sweep_map(inputs, kernels, recurrent_kernels, biases, directions):
+    """`sweeps` on the whole of `inputs`."""
     corrected, layout = inputs, _NATURAL_LAYOUT
     for index, direction in enumerate(directions):
         axis, backwards = _SWEEP_AXIS[direction]
@@ -95,6 +124,17 @@ def _sum_of_outer_products(a, b):
     """`sum_p a[p]^T b[p]` over every position `p`: a weight gradient."""
     flat = lambda tensor: tf.reshape(tensor, (-1, tensor.shape[-1]))
     return tf.matmul(flat(a), flat(b), transpose_a=True)
+
+
+def _sum_over_positions(tensor):
+    """`sum_p tensor[p]`, as a product with a vector of ones.
+
+    (A bias gradient. Under XLA a `reduce_sum` here is fused with the
+    gradients' other consumers into a loop that repeats the reduction for
+    every output element, 10x slower than the whole backward pass.)
+    """
+    flat = tf.reshape(tensor, (-1, tensor.shape[-1]))
+    return tf.matmul(tf.ones((1, tf.shape(flat)[0]), tensor.dtype), flat)
 
 
 def _as_image_rows(lines):
@@ -159,49 +199,51 @@ def _make_line_sweep(backwards):
 
         def grad(upstream):
             previous_lines = _previous_lines(corrected, backwards)
-            # Each line's local derivatives, for all lines at once.
+            # The local derivatives of each line's output by the pre-activations
+            # of its gates r, z, n, for all lines at once.
             proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
-            reset_coeff = x_proposal * reset * (1.0 - reset)
-            update_coeff = (lines - proposal) * update * (1.0 - update)
+            gate_coeffs = tf.stack(
+                [
+                    proposal_coeff * x_proposal * reset * (1.0 - reset),
+                    (lines - proposal) * update * (1.0 - update),
+                    proposal_coeff,
+                ],
+                axis=-2,
+            )
             # The transpose of the width-3 convolution: taps reversed, each
             # tap's matrix transposed.
             transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
 
+            def gate_gradients(d_corrected, coeffs):
+                """`[d_r, d_z, d_n]` concatenated, from the output gradient."""
+                d_gates = tf.expand_dims(d_corrected, -2) * coeffs
+                return tf.reshape(d_gates, tf.concat([tf.shape(d_corrected)[:-1], [3 * features]], 0))
+
             def back_step(from_next_line, line):
-                d_output, c_proposal, c_reset, c_update = line
-                d_corrected = d_output + from_next_line
-                d_proposal = d_corrected * c_proposal
-                d_recurrent = tf.concat(
-                    [d_proposal * c_reset, d_corrected * c_update, d_proposal], -1
-                )
-                return tf.nn.conv1d(d_recurrent, transposed_filters, 1, "SAME")
+                d_output, coeffs = line
+                d_gates = gate_gradients(d_output + from_next_line, coeffs)
+                return tf.nn.conv1d(d_gates, transposed_filters, 1, "SAME")
 
             # The loop carries only what flows into each previous line; the
             # rest follows for all lines at once.
             to_previous = tf.scan(
                 back_step,
-                (upstream, proposal_coeff, reset_coeff, update_coeff),
+                (upstream, gate_coeffs),
                 initializer=tf.zeros_like(lines[0]),
                 reverse=not backwards,
             )
             d_corrected = upstream + _previous_lines(to_previous, not backwards)
-            d_proposal = d_corrected * proposal_coeff
-            d_update = d_corrected * update_coeff
-            d_reset = d_proposal * reset_coeff
-            d_recurrent = [d_reset, d_update, d_proposal]
-            d_projected = [d_reset, d_update, d_proposal * reset]
+            d_recurrent = gate_gradients(d_corrected, gate_coeffs)
+            # r scales the proposal's input projection, not its neighbourhood term.
+            d_gates, d_proposal = tf.split(d_recurrent, gate_sizes, -1)
+            d_projected = tf.concat([d_gates, d_proposal * reset], -1)
 
-            d_lines = d_corrected * update
-            for d_gate, gate_kernel in zip(d_projected, tf.split(kernel, 3, -1)):
-                d_lines += _matmul(d_gate, tf.transpose(gate_kernel))
-            d_kernel = tf.concat([_sum_of_outer_products(lines, d) for d in d_projected], -1)
-            d_recurrent_kernel = tf.concat(
-                [_sum_of_neighbourhood_products(previous_lines, d) for d in d_recurrent], -1
+            d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
+            d_kernel = _sum_of_outer_products(lines, d_projected)
+            d_recurrent_kernel = _sum_of_neighbourhood_products(previous_lines, d_recurrent)
+            d_bias = tf.concat(
+                [_sum_over_positions(d_projected), _sum_over_positions(d_recurrent)], 0
             )
-            sums = lambda gradients: tf.concat(
-                [tf.reduce_sum(d, axis=(0, 1, 2)) for d in gradients], 0
-            )
-            d_bias = tf.stack([sums(d_projected), sums(d_recurrent)])
             return d_lines, d_kernel, d_recurrent_kernel, d_bias
 
         return corrected, grad
