@@ -170,29 +170,34 @@ def _make_line_sweep(backwards):
     @tf.custom_gradient
     def line_sweep(lines, kernel, recurrent_kernel, bias):
         features = lines.shape[-1]
-        gate_sizes = [2 * features, features]
         # The neighbourhood product is a width-3 convolution across the line.
         filters = tf.reshape(recurrent_kernel, (3, features, 3 * features))
-        gate_filters, proposal_filters = tf.split(filters, gate_sizes, -1)
-        input_gate_bias, input_proposal_bias = tf.split(bias[0], gate_sizes)
-        recurrent_gate_bias, recurrent_proposal_bias = tf.split(bias[1], gate_sizes)
-        kernel_gates, kernel_proposal = tf.split(kernel, gate_sizes, -1)
-        # The gates' two biases add up, so both go with the input projection.
-        x_gates = _matmul(lines, kernel_gates) + (input_gate_bias + recurrent_gate_bias)
-        x_proposal = _matmul(lines, kernel_proposal) + input_proposal_bias
+        input_bias = tf.unstack(tf.reshape(bias[0], (3, features)))
+        recurrent_bias = tf.unstack(tf.reshape(bias[1], (3, features)))
+        # The reset and update gates' two biases add up, so both go with the
+        # input projection; the proposal's recurrent bias is not scaled by r.
+        x_reset, x_update, x_proposal = [
+            _matmul(lines, gate_kernel) + gate_bias
+            for gate_kernel, gate_bias in zip(
+                tf.split(kernel, 3, -1),
+                [input_bias[0] + recurrent_bias[0], input_bias[1] + recurrent_bias[1], input_bias[2]],
+            )
+        ]
 
-        def correct(x, x_gates, x_proposal, previous):
+        def correct(previous, x, x_reset, x_update, x_proposal):
             """Corrects line `x` from the previous line; returns the gates too."""
-            gates = tf.sigmoid(x_gates + tf.nn.conv1d(previous, gate_filters, 1, "SAME"))
-            reset, update = tf.split(gates, 2, -1)
-            recurrent_proposal = tf.nn.conv1d(previous, proposal_filters, 1, "SAME")
-            proposal = tf.tanh(reset * x_proposal + recurrent_proposal + recurrent_proposal_bias)
+            recurrent_reset, recurrent_update, recurrent_proposal = tf.split(
+                tf.nn.conv1d(previous, filters, 1, "SAME"), 3, -1
+            )
+            reset = tf.sigmoid(x_reset + recurrent_reset)
+            update = tf.sigmoid(x_update + recurrent_update)
+            proposal = tf.tanh(reset * x_proposal + recurrent_proposal + recurrent_bias[2])
             return proposal + update * (x - proposal), reset, update, proposal
 
         zeros = tf.zeros_like(lines[0])
         corrected, reset, update, proposal = tf.scan(
-            lambda carry, line: correct(*line, carry[0]),
-            (lines, x_gates, x_proposal),
+            lambda carry, line: correct(carry[0], *line),
+            (lines, x_reset, x_update, x_proposal),
             initializer=(zeros, zeros, zeros, zeros),
             reverse=backwards,
         )
@@ -235,7 +240,7 @@ def _make_line_sweep(backwards):
             d_corrected = upstream + _previous_lines(to_previous, not backwards)
             d_recurrent = gate_gradients(d_corrected, gate_coeffs)
             # r scales the proposal's input projection, not its neighbourhood term.
-            d_gates, d_proposal = tf.split(d_recurrent, gate_sizes, -1)
+            d_gates, d_proposal = tf.split(d_recurrent, [2 * features, features], -1)
             d_projected = tf.concat([d_gates, d_proposal * reset], -1)
 
             d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
