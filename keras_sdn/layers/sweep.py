@@ -21,9 +21,10 @@ positions, features)` tensor, forwards or backwards: the map is transposed so
 that the swept axis leads, once for a run of sweeps along the same axis.
 Inside the scan step only the recurrent product (a width-3 convolution across
 the previous line) and the gate arithmetic remain; the input projection
-`x W + b_x` is one matrix product over all lines before the scan. On a CPU the
-batch is swept as two independent halves, so that the executor can run the
-two halves' small per-line ops side by side on different cores.
+`x W + b_x` is one matrix product over all lines before the scan. In graph
+mode on a CPU the batch is swept as two independent halves, so that the
+executor can run the two halves' small per-line ops side by side on
+different cores.
 
 The gradient is hand-written (`tf.custom_gradient`): one scan in the opposite
 direction carries only the gradient that flows into the previous line; the
@@ -38,6 +39,7 @@ across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
 """
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # TF's XLA-context test, as TFP uses it
 
 DIRECTIONS = ("up", "left", "right", "down")
 
@@ -85,13 +87,28 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
 def _batch_groups(inputs):
     """How many independent parts to sweep the batch in.
 
-    On a CPU two halves let the executor overlap two chains of small per-line
-    ops on different cores (measured: `benchmarks/layer_speed.py`); a GPU runs
-    one chain on one stream, where halving only doubles the kernel launches.
+    In graph mode on a CPU, two halves let the executor overlap two chains of
+    small per-line ops on different cores. Eager execution and XLA run one op
+    or one compiled loop at a time, and a GPU one chain per stream: there
+    halving only doubles the number of steps (measured:
+    `benchmarks/layer_speed.py`).
     """
-    if tf.config.list_logical_devices("GPU") or inputs.shape[0] == 1:
+    if (
+        inputs.shape[0] == 1
+        or tf.executing_eagerly()
+        or _compiling_with_xla()
+        or tf.config.list_logical_devices("GPU")
+    ):
         return 1
     return _CPU_BATCH_GROUPS
+
+
+def _compiling_with_xla():
+    """Whether the function being traced is compiled by XLA (`jit_compile=True`).
+
+    The same test as TensorFlow Probability's `implementation_selection.is_xla`.
+    """
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _sweep_map(inputs, kernels, recurrent_kernels, biases, directions):
