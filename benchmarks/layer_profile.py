@@ -34,10 +34,9 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from keras_sdn import SpatialDependency  # noqa: E402
 
-# Events that wrap other events, or are the profiler's own.
-_NOT_OPS = ("ExecutorState::Process", "ParallelFor", "ThunkExecutor::Execute",
-            "SlinkyThreadPool::Await", "StartRegion", "Record", "MemoryAllocation",
-            "MemoryDeallocation", "ExecutorDoneCallback", "end:")
+# Events that wrap ops, or are the runtime's own (C++ scopes such as
+# `ExecutorState::Process` are recognised by their `::`).
+_NOT_OPS = ("ParallelFor", "ExecutorDoneCallback", "MemoryAllocation", "MemoryDeallocation", "end:")
 _PRODUCTS = ("Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "_FusedConv2D",
              "MatMul", "BatchMatMulV2", "_FusedMatMul")
 _SCAN_IO = ("TensorListFromTensor", "TensorListStack", "TensorListSetItem",
@@ -101,7 +100,7 @@ def traced_events(function, x, runs):
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if name.startswith(_NOT_OPS):
+                if "::" in name or name.startswith(_NOT_OPS):
                     continue
                 yield name, event.duration_ps / 1e9
 
@@ -141,8 +140,8 @@ def main():
         calls[op] += 1 / args.runs
     total = sum(by_kind.values())
     print(f"{args.layer} {args.which}, {args.mode}: batch {args.batch}, {args.size}x{args.size}, "
-          f"F = {args.features}, {args.directions} directions; ms per call summed over "
-          f"threads ({total:.1f} ms in all)")
+          f"F = {args.features}, {args.directions} directions; op time per call, summed "
+          f"({total:.1f} ms in all)")
     print(f"{'kind':42s} {'ms':>8s} {'share':>6s}")
     for kind, milliseconds in by_kind.most_common():
         print(f"{kind:42s} {milliseconds:8.1f} {milliseconds / total:6.1%}")

@@ -1,0 +1,96 @@
+"""The floor of a SpatialDependency forward pass: its matrix products alone.
+
+Times, as single large ops on a `(batch, size, size, F)` float32 map, every
+product the forward pass of `SpatialDependency(F, num_features=F,
+directions=D)` has to do: the 1x1 project-in and project-out, the input
+projections of the three gates of each direction, and each direction's
+neighbourhood product (a width-3 convolution across every line, here done for
+all lines at once, which the sweep cannot do: it needs the previous line
+first). Their sum against `Conv2D(F, 3, padding="same")` is a lower bound for
+the layer's forward ratio with TensorFlow's CPU kernels, before any
+element-wise op, layout change or loop step. All ops are timed alternately in
+one process (median of `--repeats` runs inside `tf.function`).
+
+    python benchmarks/product_floor.py
+
+Prints a table and writes it as JSON (`--output`).
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--features", type=int, default=64)
+    parser.add_argument("--directions", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--output", default="benchmarks/product_floor.json")
+    return parser.parse_args()
+
+
+def products(args):
+    """name -> (tf.function, how many times the forward pass does it)."""
+    features = args.features
+    x = tf.random.normal((args.batch, args.size, args.size, features))
+    pixels = tf.reshape(x, (-1, features))
+    lines = tf.reshape(x, (-1, 1, args.size, features))
+    square = tf.random.normal((features, features))
+    conv3x3 = tf.random.normal((3, 3, features, features))
+    neighbourhood = tf.random.normal((1, 3, features, 3 * features))
+    return {
+        "Conv2D(F, 3)": (tf.function(lambda: tf.nn.conv2d(x, conv3x3, 1, "SAME")), 0),
+        "1x1 product F -> F (project-in, project-out, one gate's input)": (
+            tf.function(lambda: tf.matmul(pixels, square)),
+            2 + 3 * args.directions,
+        ),
+        "neighbourhood product (3 taps x F -> 3F), all lines at once": (
+            tf.function(lambda: tf.nn.conv2d(lines, neighbourhood, 1, "SAME")),
+            args.directions,
+        ),
+    }
+
+
+def alternate_medians(functions, repeats):
+    for function in functions:
+        function().numpy()
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for index, function in enumerate(functions):
+            start = time.perf_counter()
+            function().numpy()
+            times[index].append(time.perf_counter() - start)
+    return [1000 * float(np.median(t)) for t in times]
+
+
+def main():
+    args = parse_args()
+    ops = products(args)
+    milliseconds = dict(zip(ops, alternate_medians([f for f, _ in ops.values()], args.repeats)))
+    conv = milliseconds["Conv2D(F, 3)"]
+    floor = sum(milliseconds[name] * count for name, (_, count) in ops.items())
+    print(f"batch {args.batch}, {args.size}x{args.size}, F = {args.features}, "
+          f"{args.directions} directions; median of {args.repeats} alternating runs")
+    print(f"{'op':66s} {'ms':>7s} {'times':>5s}")
+    for name, (_, count) in ops.items():
+        print(f"{name:66s} {milliseconds[name]:7.2f} {count:5d}")
+    print(f"products of the forward pass: {floor:.1f} ms = {floor / conv:.2f}x the convolution "
+          f"(arithmetic ratio {(2 + 12 * args.directions) / 9:.2f})")
+    with open(args.output, "w") as file:
+        json.dump({"args": vars(args), "ms": milliseconds, "floor_ms": floor,
+                   "floor_ratio": floor / conv}, file, indent=1)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
