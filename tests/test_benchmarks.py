@@ -1,0 +1,63 @@
+"""The benchmark scripts run end to end on tiny shapes and write what they print.
+
+Nothing here is timed: the scripts' numbers are measured by running them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--batch", "2", "--features", "8"]
+
+
+def run_script(name, *args, output):
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", name), *args, "--output", str(output)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    with open(output) as file:
+        return json.load(file)
+
+
+def test_layer_speed_writes_one_row_per_configuration(tmp_path):
+    result = run_script(
+        "layer_speed.py", "--sizes", "4", "6", "--directions", "1", "4", "--repeats", "1",
+        "--modes", "graph", *TINY, output=tmp_path / "speed.json",
+    )
+    rows = result["rows"]
+    assert [(row["size"], row["directions"]) for row in rows] == [(4, 1), (4, 4), (6, 1), (6, 4)]
+    for row in rows:
+        assert row["arithmetic_ratio"] == round((2 + 12 * row["directions"]) / 9, 2)
+        for name in ("forward", "forward+backward"):
+            sdn, conv = row[f"{name} sdn ms"], row[f"{name} conv ms"]
+            assert sdn > 0 and conv > 0
+            assert row[f"{name} ratio"] == pytest.approx(sdn / conv, rel=0.05, abs=0.01)
+
+
+@pytest.mark.parametrize("layer", ["sdn", "conv"])
+def test_layer_profile_shares_add_up(tmp_path, layer):
+    result = run_script(
+        "layer_profile.py", "--size", "6", "--runs", "1", "--layer", layer, *TINY,
+        output=tmp_path / "profile.json",
+    )
+    kinds = result["kinds"]
+    assert sum(kinds.values()) == pytest.approx(result["total_ms"])
+    assert kinds["products outside the loop"] > 0
+    assert ("products in the loop" in kinds) == (layer == "sdn")
+
+
+def test_product_floor_counts_the_forward_products(tmp_path):
+    result = run_script(
+        "product_floor.py", "--size", "6", "--directions", "2", "--repeats", "1", *TINY,
+        output=tmp_path / "floor.json",
+    )
+    milliseconds = list(result["ms"].values())
+    conv, projection, neighbourhood = milliseconds
+    assert result["floor_ms"] == pytest.approx(8 * projection + 2 * neighbourhood)
+    assert result["floor_ratio"] == pytest.approx(result["floor_ms"] / conv)
