@@ -17,7 +17,6 @@ Prints a table (the kinds, then the `--top` most expensive ops) and writes
 it as JSON (`--output`).
 """
 
-import argparse
 import collections
 import glob
 import json
@@ -33,6 +32,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from keras_sdn import SpatialDependency  # noqa: E402
+from shape_arguments import configuration_parser  # noqa: E402
 
 # Events that wrap ops, or are the runtime's own (C++ scopes such as
 # `ExecutorState::Process` are recognised by their `::`).
@@ -45,11 +45,7 @@ _LAYOUT = ("Transpose", "ConcatV2", "Split", "SplitV", "Pack", "Unpack", "Revers
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--features", type=int, default=64)
-    parser.add_argument("--directions", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
+    parser = configuration_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--pass", dest="which", default="forward+backward",
                         choices=["forward", "forward+backward"])
     parser.add_argument("--mode", default="graph", choices=["graph", "xla"])

@@ -16,7 +16,6 @@ one process (median of `--repeats` runs inside `tf.function`).
 Prints a table and writes it as JSON (`--output`).
 """
 
-import argparse
 import json
 import os
 import time
@@ -27,13 +26,11 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from shape_arguments import configuration_parser  # noqa: E402
+
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--features", type=int, default=64)
-    parser.add_argument("--directions", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
+    parser = configuration_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--output", default="benchmarks/product_floor.json")
     return parser.parse_args()
