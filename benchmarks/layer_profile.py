@@ -31,8 +31,10 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
+from common import compiled_passes  # noqa: E402
+from common import configuration_parser  # noqa: E402
+from common import run_once  # noqa: E402
 from keras_sdn import SpatialDependency  # noqa: E402
-from shape_arguments import configuration_parser  # noqa: E402
 
 # Events that wrap ops, or are the runtime's own (C++ scopes such as
 # `ExecutorState::Process` are recognised by their `::`).
@@ -64,27 +66,17 @@ def layer_pass(args):
     else:
         layer = keras.layers.Conv2D(args.features, 3, padding="same")
     layer.build((args.batch, args.size, args.size, args.features))
-
-    @tf.function(jit_compile=args.mode == "xla")
-    def forward_backward(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(tf.square(layer(x)))
-        return tape.gradient(loss, [x] + layer.trainable_weights)
-
-    if args.which == "forward":
-        return tf.function(layer, jit_compile=args.mode == "xla")
-    return forward_backward
+    return compiled_passes(layer, jit_compile=args.mode == "xla")[args.which]
 
 
 def traced_events(function, x, runs):
     """(name, milliseconds) of every op event of `runs` traced calls."""
     for _ in range(3):
-        tf.nest.map_structure(lambda tensor: tensor.numpy(), function(x))
+        run_once(function, x)
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(runs):
-            tf.nest.map_structure(lambda tensor: tensor.numpy(), function(x))
+            run_once(function, x)
         tf.profiler.experimental.stop()
         (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         space = xplane_pb2.XSpace()

@@ -23,15 +23,17 @@ import argparse
 import itertools
 import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import alternate_medians  # noqa: E402
+from common import arithmetic_ratio  # noqa: E402
+from common import compiled_passes  # noqa: E402
+from common import run_once  # noqa: E402
 from keras_sdn import SpatialDependency  # noqa: E402
 
 
@@ -47,52 +49,12 @@ def parse_args():
     return parser.parse_args()
 
 
-def compiled_passes(layer, jit_compile):
-    """The forward and the forward+backward pass of `layer` as tf.functions."""
-
-    @tf.function(jit_compile=jit_compile)
-    def forward(x):
-        return layer(x)
-
-    @tf.function(jit_compile=jit_compile)
-    def forward_backward(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(tf.square(layer(x)))
-        return tape.gradient(loss, [x] + layer.trainable_weights)
-
-    return {"forward": forward, "forward+backward": forward_backward}
-
-
-def run_once(function, x):
-    start = time.perf_counter()
-    tf.nest.map_structure(lambda tensor: tensor.numpy(), function(x))
-    return time.perf_counter() - start
-
-
-def alternate_medians(functions, x, repeats):
-    """Median seconds of each function, timed in turn after two warm-up calls."""
-    for function in functions:
-        run_once(function, x)
-        run_once(function, x)
-    times = [[] for _ in functions]
-    for _ in range(repeats):
-        for index, function in enumerate(functions):
-            times[index].append(run_once(function, x))
-    return [float(np.median(t)) for t in times]
-
-
 def peak_memory_mib(function, x):
     """Peak bytes allocated during one call, above those live before it."""
     tf.config.experimental.reset_memory_stats("CPU:0")
     before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     run_once(function, x)
     return (tf.config.experimental.get_memory_info("CPU:0")["peak"] - before) / 2**20
-
-
-def arithmetic_ratio(directions):
-    """Multiply-adds per pixel of the SDN layer (1x1 projections) over a 3x3 conv."""
-    return (2 + 12 * directions) / 9
 
 
 def measure(size, features, directions, mode, batch, repeats):

@@ -18,15 +18,15 @@ Prints a table and writes it as JSON (`--output`).
 
 import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from shape_arguments import configuration_parser  # noqa: E402
+from common import alternate_medians  # noqa: E402
+from common import arithmetic_ratio  # noqa: E402
+from common import configuration_parser  # noqa: E402
 
 
 def parse_args():
@@ -37,43 +37,34 @@ def parse_args():
 
 
 def products(args):
-    """name -> (tf.function, how many times the forward pass does it)."""
+    """name -> (tf.function of the map, how many times the forward pass does it)."""
     features = args.features
-    x = tf.random.normal((args.batch, args.size, args.size, features))
-    pixels = tf.reshape(x, (-1, features))
-    lines = tf.reshape(x, (-1, 1, args.size, features))
     square = tf.random.normal((features, features))
     conv3x3 = tf.random.normal((3, 3, features, features))
     neighbourhood = tf.random.normal((1, 3, features, 3 * features))
     return {
-        "Conv2D(F, 3)": (tf.function(lambda: tf.nn.conv2d(x, conv3x3, 1, "SAME")), 0),
+        "Conv2D(F, 3)": (tf.function(lambda x: tf.nn.conv2d(x, conv3x3, 1, "SAME")), 0),
         "1x1 product F -> F (project-in, project-out, one gate's input)": (
-            tf.function(lambda: tf.matmul(pixels, square)),
+            tf.function(lambda x: tf.matmul(tf.reshape(x, (-1, features)), square)),
             2 + 3 * args.directions,
         ),
         "neighbourhood product (3 taps x F -> 3F), all lines at once": (
-            tf.function(lambda: tf.nn.conv2d(lines, neighbourhood, 1, "SAME")),
+            tf.function(
+                lambda x: tf.nn.conv2d(
+                    tf.reshape(x, (-1, 1, args.size, features)), neighbourhood, 1, "SAME"
+                )
+            ),
             args.directions,
         ),
     }
 
 
-def alternate_medians(functions, repeats):
-    for function in functions:
-        function().numpy()
-    times = [[] for _ in functions]
-    for _ in range(repeats):
-        for index, function in enumerate(functions):
-            start = time.perf_counter()
-            function().numpy()
-            times[index].append(time.perf_counter() - start)
-    return [1000 * float(np.median(t)) for t in times]
-
-
 def main():
     args = parse_args()
     ops = products(args)
-    milliseconds = dict(zip(ops, alternate_medians([f for f, _ in ops.values()], args.repeats)))
+    x = tf.random.normal((args.batch, args.size, args.size, args.features))
+    seconds = alternate_medians([function for function, _ in ops.values()], x, args.repeats)
+    milliseconds = {name: 1000 * value for name, value in zip(ops, seconds)}
     conv = milliseconds["Conv2D(F, 3)"]
     floor = sum(milliseconds[name] * count for name, (_, count) in ops.items())
     print(f"batch {args.batch}, {args.size}x{args.size}, F = {args.features}, "
@@ -82,7 +73,7 @@ def main():
     for name, (_, count) in ops.items():
         print(f"{name:66s} {milliseconds[name]:7.2f} {count:5d}")
     print(f"products of the forward pass: {floor:.1f} ms = {floor / conv:.2f}x the convolution "
-          f"(arithmetic ratio {(2 + 12 * args.directions) / 9:.2f})")
+          f"(arithmetic ratio {arithmetic_ratio(args.directions):.2f})")
     with open(args.output, "w") as file:
         json.dump({"args": vars(args), "ms": milliseconds, "floor_ms": floor,
                    "floor_ratio": floor / conv}, file, indent=1)

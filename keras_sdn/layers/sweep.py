@@ -52,7 +52,6 @@ _SWEEP_AXIS = {
     "down": (1, False),
 }
 _NATURAL_LAYOUT = (0, 1, 2, 3)
-_CPU_BATCH_GROUPS = 2
 
 
 def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
@@ -73,34 +72,30 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
     Returns:
         The corrected map, same shape and dtype as `inputs`.
     """
-    groups = _batch_groups(inputs)
-    if groups == 1:
+    if not _sweep_in_halves(inputs):
         return _sweep_map(inputs, kernels, recurrent_kernels, biases, directions)
     batch = tf.shape(inputs)[0]
-    sizes = [batch // groups] * (groups - 1) + [batch - (groups - 1) * (batch // groups)]
-    parts = tf.split(inputs, tf.stack(sizes), axis=0, num=groups)
+    halves = tf.split(inputs, tf.stack([batch // 2, batch - batch // 2]), axis=0, num=2)
     return tf.concat(
-        [_sweep_map(part, kernels, recurrent_kernels, biases, directions) for part in parts], 0
+        [_sweep_map(half, kernels, recurrent_kernels, biases, directions) for half in halves], 0
     )
 
 
-def _batch_groups(inputs):
-    """How many independent parts to sweep the batch in.
+def _sweep_in_halves(inputs):
+    """Whether to sweep the batch as two independent halves.
 
     In graph mode on a CPU, two halves let the executor overlap two chains of
     small per-line ops on different cores. Eager execution and XLA run one op
     or one compiled loop at a time, and a GPU one chain per stream: there
-    halving only doubles the number of steps (measured:
-    `benchmarks/layer_speed.py`).
+    halving only doubles the number of steps; four parts were slower than two
+    (measured: `benchmarks/layer_speed.py`).
     """
-    if (
+    return not (
         inputs.shape[0] == 1
         or tf.executing_eagerly()
         or _compiling_with_xla()
         or tf.config.list_logical_devices("GPU")
-    ):
-        return 1
-    return _CPU_BATCH_GROUPS
+    )
 
 
 def _compiling_with_xla():
@@ -236,14 +231,16 @@ def _make_line_sweep(backwards):
             # tap's matrix transposed.
             transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
 
-            def gate_gradients(d_corrected, coeffs):
+            gates_shape = tf.concat([tf.shape(lines)[:-1], [3 * features]], 0)
+            line_gates_shape = gates_shape[1:]
+
+            def gate_gradients(d_corrected, coeffs, shape):
                 """`[d_r, d_z, d_n]` concatenated, from the output gradient."""
-                d_gates = tf.expand_dims(d_corrected, -2) * coeffs
-                return tf.reshape(d_gates, tf.concat([tf.shape(d_corrected)[:-1], [3 * features]], 0))
+                return tf.reshape(tf.expand_dims(d_corrected, -2) * coeffs, shape)
 
             def back_step(from_next_line, line):
                 d_output, coeffs = line
-                d_gates = gate_gradients(d_output + from_next_line, coeffs)
+                d_gates = gate_gradients(d_output + from_next_line, coeffs, line_gates_shape)
                 return tf.nn.conv1d(d_gates, transposed_filters, 1, "SAME")
 
             # The loop carries only what flows into each previous line; the
@@ -255,7 +252,7 @@ def _make_line_sweep(backwards):
                 reverse=not backwards,
             )
             d_corrected = upstream + _previous_lines(to_previous, not backwards)
-            d_recurrent = gate_gradients(d_corrected, gate_coeffs)
+            d_recurrent = gate_gradients(d_corrected, gate_coeffs, gates_shape)
             # r scales the proposal's input projection, not its neighbourhood term.
             d_gates, d_proposal = tf.split(d_recurrent, [2 * features, features], -1)
             d_projected = tf.concat([d_gates, d_proposal * reset], -1)
