@@ -6,11 +6,15 @@ at 16x16, a few minutes on 2 CPU cores:
     python examples/train_sdn_vae.py
 
 Writes into --output-dir:
-    logs/          TensorBoard logs (tensorboard --logdir runs/sdn_vae/logs)
+    logs/          TensorBoard logs (tensorboard --logdir runs/sdn_vae/logs): the
+                   metrics of every epoch, the sample and reconstruction grids
     checkpoint/    weights, optimizer state and epoch after every epoch;
                    rerun with --resume (and more --epochs) to continue
     results.json   test bits/dim (ELBO and importance-weighted), time per step, settings
-    samples.png    samples from the prior at temperatures 1.0, 0.9, 0.8, 0.6
+    samples.png    samples from the prior at temperatures 1.0, 0.8, 0.6, 0.4: for
+                   each latent sample the decoder's most likely image (as the
+                   authors display samples)
+    reconstructions.png  test images (odd rows) above their reconstructions
     saved_model/   TensorFlow SavedModel (keras_sdn.export.export_for_serving):
                    `serving_default` (images -> bits/dim, reconstruction),
                    `encode` (images -> latents), `sample` (count, temperature -> images)
@@ -44,7 +48,7 @@ from keras_sdn.export import export_for_serving  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
 from keras_sdn.models.sdn_vae import PRESETS  # noqa: E402
 
-TEMPERATURES = (1.0, 0.9, 0.8, 0.6)
+TEMPERATURES = (1.0, 0.8, 0.6, 0.4)
 # Learning rates of the authors' runs (CelebA-HQ needed a smaller one).
 LEARNING_RATES = {"celebahq256": 1e-3}
 DEFAULT_LEARNING_RATE = 2e-3
@@ -93,7 +97,7 @@ def build_model(args):
         overrides["image_shape"] = (image_size, image_size, PRESETS[args.preset]["image_shape"][-1])
     model = SDNVAE.from_preset(args.preset, **overrides)
     learning_rate = args.learning_rate or LEARNING_RATES.get(args.preset, DEFAULT_LEARNING_RATE)
-    model.compile(optimizer=keras.optimizers.Adamax(learning_rate))
+    model.compile(optimizer=keras.optimizers.Adamax(learning_rate, epsilon=1e-8))
     return model
 
 
@@ -128,25 +132,38 @@ def datasets(args, model):
     return train, test
 
 
-class ScalarLogger(keras.callbacks.Callback):
-    """Writes the epoch metrics as TensorBoard scalars.
+def _plugin(name):
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=name)
+    )
 
-    Uses TensorFlow's own summary writer, so that logs are written even when
-    the `tensorboard` package (needed by `keras.callbacks.TensorBoard`) is
-    not installed.
+
+class SummaryLogger(keras.callbacks.Callback):
+    """Writes the epoch metrics as TensorBoard scalars, and images on request.
+
+    Uses TensorFlow's own summary writer in TensorBoard's formats, so that
+    logs are written even when the `tensorboard` package (needed by
+    `keras.callbacks.TensorBoard` and `tf.summary.image`) is not installed.
     """
 
     def __init__(self, log_dir):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir))
-        self.metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-        )
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default():
             for name, value in (logs or {}).items():
-                tf.summary.write(f"epoch_{name}", float(value), step=epoch, metadata=self.metadata)
+                tf.summary.write(
+                    f"epoch_{name}", float(value), step=epoch, metadata=_plugin("scalars")
+                )
+        self.writer.flush()
+
+    def write_image(self, tag, image, step):
+        """One uint8 `(height, width, 3)` image, as TensorBoard's image plugin stores it."""
+        height, width = image.shape[:2]
+        tensor = [str(width), str(height), tf.io.encode_png(image).numpy()]
+        with self.writer.as_default():
+            tf.summary.write(tag, tf.constant(tensor), step=step, metadata=_plugin("images"))
         self.writer.flush()
 
 
@@ -185,25 +202,56 @@ def evaluate_bits_per_dim(model, test, num_samples):
     return float(np.mean(np.concatenate(elbo_bpd))), float(np.mean(np.concatenate(weighted_bpd)))
 
 
-def save_sample_grid(model, path, samples_per_temperature):
-    """One row of prior samples per temperature, rescaled to 8 bits."""
-    scale = 255.0 / (2**model.num_bits - 1)
-    size = (samples_per_temperature, 1.1 * len(TEMPERATURES))
-    figure, axes = plt.subplots(len(TEMPERATURES), 1, figsize=size, squeeze=False)
-    for axis, temperature in zip(axes[:, 0], TEMPERATURES):
-        images = np.round(np.asarray(model.sample(samples_per_temperature, temperature)) * scale)
-        # A one-pixel white gap after every image.
-        gap = [(0, 0), (0, 0), (0, 1), (0, 0)]
-        images = np.pad(images.astype(np.uint8), gap, constant_values=255)
-        row = np.concatenate(list(images), axis=1)
-        cmap = "gray" if row.shape[-1] == 1 else None
-        axis.imshow(row.squeeze(), cmap=cmap, interpolation="nearest")
+def image_row(images, num_bits):
+    """Images side by side, rescaled to 8 bits, with a one-pixel white gap after each."""
+    images = np.round(np.asarray(images, np.float32) * (255.0 / (2**num_bits - 1)))
+    gap = [(0, 0), (0, 1), (0, 1), (0, 0)]
+    images = np.pad(images.astype(np.uint8), gap, constant_values=255)
+    return np.concatenate(list(images), axis=1)
+
+
+def save_grid(rows, labels, title, path):
+    """Rows of images (from `image_row`) as a labelled PNG; returns the grid as one image."""
+    height, width = rows[0].shape[:2]
+    scale = max(1, 48 // height)  # small images are shown enlarged
+    size = (width * scale / 100 + 1.2, len(rows) * height * scale / 100 + 0.5)
+    figure, axes = plt.subplots(len(rows), 1, figsize=size, squeeze=False)
+    for axis, row, label in zip(axes[:, 0], rows, labels):
+        axis.imshow(row.squeeze(), cmap="gray" if row.shape[-1] == 1 else None,
+                    interpolation="nearest")
         axis.set_xticks([])
         axis.set_yticks([])
-        axis.set_ylabel(f"T={temperature}", rotation=0, ha="right", va="center")
+        axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+    return np.concatenate(rows, axis=0)
+
+
+def save_samples(model, path, samples_per_temperature):
+    """One row of prior samples per temperature."""
+    rows = [
+        image_row(model.sample(samples_per_temperature, temperature), model.num_bits)
+        for temperature in TEMPERATURES
+    ]
+    labels = [f"T={temperature}" for temperature in TEMPERATURES]
+    title = "Samples: the most likely image given latents drawn from the prior at temperature T"
+    return save_grid(rows, labels, title, path)
+
+
+def save_reconstructions(model, images, path):
+    """Test images above their reconstructions, two pairs of rows."""
+    images = np.asarray(images)
+    reconstructions = np.asarray(model.reconstruct(images))
+    half = len(images) // 2
+    rows, labels = [], []
+    for part in (slice(0, half), slice(half, 2 * half)):
+        rows += [image_row(images[part], model.num_bits),
+                 image_row(reconstructions[part], model.num_bits)]
+        labels += ["test image", "reconstruction"]
+    title = "Reconstructions: the most likely image given a posterior sample"
+    return save_grid(rows, labels, title, path)
 
 
 def export_model(model, directory):
@@ -232,8 +280,9 @@ def main(argv=None):
     train, test = datasets(args, model)
     timer = StepTimer()
     callbacks = [BackupAndRestore(checkpoint_dir, delete_checkpoint=False), timer]
-    if is_chief(strategy):
-        callbacks.append(ScalarLogger(output_dir / "logs" / "train"))
+    logger = SummaryLogger(output_dir / "logs" / "train") if is_chief(strategy) else None
+    if logger:
+        callbacks.append(logger)
     model.fit(train, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, callbacks=callbacks)
     if not is_chief(strategy):
         return  # with several workers, the chief evaluates and writes the outputs
@@ -257,9 +306,19 @@ def main(argv=None):
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
-    save_sample_grid(model, output_dir / "samples.png", args.samples_per_temperature)
+    step = int(model.optimizer.iterations.numpy())
+    samples = save_samples(model, output_dir / "samples.png", args.samples_per_temperature)
+    logger.write_image("samples", samples, step)
+    test_images = next(iter(test))[: 2 * args.samples_per_temperature]
+    reconstructions = save_reconstructions(
+        model, test_images, output_dir / "reconstructions.png"
+    )
+    logger.write_image("reconstructions", reconstructions, step)
     export_model(model, output_dir / "saved_model")
-    print(f"Wrote {output_dir}/: logs/, checkpoint/, results.json, samples.png, saved_model/")
+    print(
+        f"Wrote {output_dir}/: logs/, checkpoint/, results.json, samples.png, "
+        "reconstructions.png, saved_model/"
+    )
 
 
 if __name__ == "__main__":

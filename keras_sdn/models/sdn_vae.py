@@ -16,10 +16,15 @@ from keras_sdn.layers import DIRECTIONS
 from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.models._ladder_blocks import LadderBlock
 
-# Constructor arguments of the paper's configurations (NOTES.md, "SDN-VAE", and
-# the authors' training scripts; NOTES.md's 10 mixture components for CIFAR-10)
-# and of a CPU-sized model. Unlisted arguments take the constructor defaults
-# (IAF networks and context of 100 channels, free bits 0.01 nats).
+# The authors' `_get_dirs` order: left-to-right, right-to-left, top-to-bottom,
+# bottom-to-top. Handed out two at a time, one layer sweeps the rows both ways
+# and the next the columns both ways.
+AUTHORS_DIRECTION_ORDER = ("right", "left", "down", "up")
+
+# Constructor arguments of the paper's configurations (the authors'
+# train_cifar.sh, train_imagenet.sh and train_celeb.sh) and of a CPU-sized
+# model. Unlisted arguments take the constructor defaults (IAF networks and
+# context of 100 channels, free bits 0.01 nats).
 PRESETS = {
     "cifar10": dict(
         image_shape=(32, 32, 3),
@@ -28,7 +33,7 @@ PRESETS = {
         latent_channels=4,
         num_layers=15,
         downsample_at=(5, 10),
-        num_mixtures=10,
+        num_mixtures=5,
         sdn_max_scale=32,
         sdn_features=360,
         sdn_features_decrement=128,
@@ -111,10 +116,13 @@ class SDNVAE(keras.Model):
     With `use_sdn=True`, the two convolutions of every top-down block whose
     output scale (the larger side of its feature map) lies in
     `[sdn_min_scale, sdn_max_scale]` are `ResidualSpatialDependency` layers
-    with `sdn_directions` directions each, handed out round-robin over
-    `("up", "left", "right", "down")` across the layers, starting at the
-    block nearest the image; the output convolution becomes a four-direction
-    ResSDN layer when the image scale is in that range. The layers have
+    with `sdn_directions` directions each, handed out round-robin in
+    `sdn_direction_order` across the layers, starting at the block nearest
+    the image. The default is the authors' order (left-to-right,
+    right-to-left, top-to-bottom, bottom-to-top): with 2 directions one layer
+    sweeps the rows both ways and the next the columns both ways, so that
+    every layer links nearly the whole map. The output convolution becomes a
+    four-direction ResSDN layer when the image scale is in that range. The layers have
     `sdn_features` features at the image scale and `sdn_features_decrement`
     fewer per halving. `use_sdn=False` is the convolutional baseline
     (IAF-VAE+), otherwise identical.
@@ -122,10 +130,15 @@ class SDNVAE(keras.Model):
     Training (`fit` on a dataset of integer images, e.g. uint8) minimises the
     negative ELBO with free bits: `-log p(x | z) + sum_l max(free_bits,
     batch mean of KL_l)`, with one posterior sample and the one-sample KL
-    estimate `log q(z_l | x) - log p(z_l)` per layer. Progress bar and history
-    report `loss` (that objective in bits per dimension), `elbo` and `kl`
-    (nats per image) and `bpd` (negative ELBO in bits per dimension).
-    `compile()` defaults to Adamax with learning rate 2e-3. After every
+    estimate `log q(z_l | x) - log p(z_l)` per layer. As in the authors'
+    code the objective is in nats per image (batch mean), not bits per
+    dimension: Adam-style optimizers are invariant to the loss scale except
+    through their epsilon, and with bits per dimension a gradient
+    `height * width * channels * ln 2` times smaller would let epsilon damp
+    the updates. Progress bar and history report `loss` (that objective),
+    `elbo` and `kl` (nats per image) and `bpd` (negative ELBO in bits per
+    dimension). `compile()` defaults to Adamax with learning rate 2e-3 and
+    epsilon 1e-8 (PyTorch's default, used by the authors). After every
     step an exponential moving average of the weights is updated (decay
     `min(ema_decay, (1 + t) / (10 + t))` at step t); evaluation (`evaluate`,
     `model(images)`), `log_likelihood`, `encode` and generation use the
@@ -153,6 +166,8 @@ class SDNVAE(keras.Model):
         sdn_features: ResSDN `num_features` at the image scale.
         sdn_features_decrement: Features removed per halving of the scale.
         sdn_directions: Directions per ResSDN layer of a ladder block, 1..4.
+        sdn_direction_order: The order of `("up", "left", "right", "down")`
+            in which directions are handed out to the ResSDN layers.
         iaf_hidden_channels: Hidden channels of the IAF networks.
         iaf_hidden_layers: Hidden layers of the IAF networks.
         context_channels: Channels of the IAF context.
@@ -189,13 +204,14 @@ class SDNVAE(keras.Model):
         latent_channels=4,
         num_layers=15,
         downsample_at=(5, 10),
-        num_mixtures=10,
+        num_mixtures=5,
         use_sdn=True,
         sdn_min_scale=1,
         sdn_max_scale=32,
         sdn_features=360,
         sdn_features_decrement=128,
         sdn_directions=2,
+        sdn_direction_order=AUTHORS_DIRECTION_ORDER,
         iaf_hidden_channels=100,
         iaf_hidden_layers=2,
         context_channels=100,
@@ -229,6 +245,12 @@ class SDNVAE(keras.Model):
             check_int(name, value, 1)
         check_int("sdn_features_decrement", sdn_features_decrement, 0)
         check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
+        sdn_direction_order = tuple(sdn_direction_order)
+        if sorted(sdn_direction_order) != sorted(DIRECTIONS):
+            raise ValueError(
+                f"Expected `sdn_direction_order` to be an ordering of {DIRECTIONS}. "
+                f"Received: sdn_direction_order={sdn_direction_order!r}"
+            )
         downsample_at = tuple(sorted(set(downsample_at)))
         for index in downsample_at:
             check_int("downsample_at entry", index, 0, num_layers - 1)
@@ -261,6 +283,7 @@ class SDNVAE(keras.Model):
         self.sdn_features = sdn_features
         self.sdn_features_decrement = sdn_features_decrement
         self.sdn_directions = sdn_directions
+        self.sdn_direction_order = sdn_direction_order
         self.iaf_hidden_channels = iaf_hidden_channels
         self.iaf_hidden_layers = iaf_hidden_layers
         self.context_channels = context_channels
@@ -272,7 +295,7 @@ class SDNVAE(keras.Model):
         # Compiled generation and evaluation functions, kept out of Keras and
         # SavedModel tracking (they are rebuilt on demand).
         object.__setattr__(self, "_compiled_functions", {})
-        directions = itertools.cycle(DIRECTIONS)
+        directions = itertools.cycle(sdn_direction_order)
 
         def take(count):
             """The next `count` directions of the round-robin."""
@@ -453,14 +476,14 @@ class SDNVAE(keras.Model):
     # --------------------------------------------------------------- training
 
     def compile(self, optimizer=None, **kwargs):
-        """Configures training; `optimizer` defaults to Adamax(2e-3).
+        """Configures training; `optimizer` defaults to Adamax(2e-3, epsilon=1e-8).
 
         The loss is the model's own free-bits objective: passing `loss` raises.
         """
         if kwargs.get("loss") is not None:
             raise ValueError("SDNVAE computes its own loss; do not pass `loss` to compile().")
         if optimizer is None:
-            optimizer = keras.optimizers.Adamax(learning_rate=2e-3)
+            optimizer = keras.optimizers.Adamax(learning_rate=2e-3, epsilon=1e-8)
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
@@ -472,10 +495,9 @@ class SDNVAE(keras.Model):
         return [self.loss_tracker, self.elbo_tracker, self.kl_tracker, self.bpd_tracker]
 
     def _objective(self, log_likelihood, kls):
-        """The free-bits loss in bits per dimension (batch mean)."""
+        """The free-bits loss in nats per image (batch mean)."""
         floored_kl = sum(ops.maximum(ops.mean(kl), self.free_bits) for kl in kls)
-        nats = -ops.mean(log_likelihood) + floored_kl
-        return nats / (self.num_dimensions * math.log(2.0))
+        return -ops.mean(log_likelihood) + floored_kl
 
     def _update_metrics(self, loss, log_likelihood, kls):
         kl = ops.sum(ops.stack(kls), axis=0)
@@ -767,6 +789,7 @@ class SDNVAE(keras.Model):
             "sdn_features": self.sdn_features,
             "sdn_features_decrement": self.sdn_features_decrement,
             "sdn_directions": self.sdn_directions,
+            "sdn_direction_order": list(self.sdn_direction_order),
             "iaf_hidden_channels": self.iaf_hidden_channels,
             "iaf_hidden_layers": self.iaf_hidden_layers,
             "context_channels": self.context_channels,

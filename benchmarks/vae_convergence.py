@@ -1,0 +1,200 @@
+"""Convergence of the SDN-VAE against its convolutional baseline.
+
+Trains `SDNVAE.from_preset(preset)` and the same model with `use_sdn=False`
+from the same seed on the same batches, and every `--eval-every` steps
+evaluates the test negative ELBO in bits per dimension with the averaged
+(EMA) weights. The two models train in turns of `--eval-every` steps, so that
+both see the machine in the same state; the seconds recorded are training
+seconds only (evaluation excluded), tracing included.
+
+    python benchmarks/vae_convergence.py                     # tiny preset, 16x16, 2000 steps
+    python benchmarks/vae_convergence.py --steps 500 --set num_mixtures=10 --epsilon 1e-7
+
+Prints a table, writes the curves as JSON (`--output`) and plots test bits/dim
+against steps and against seconds (`--plot`).
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from keras_sdn.data import load_images  # noqa: E402
+from keras_sdn.models import SDNVAE  # noqa: E402
+
+MODELS = ("sdn", "baseline")
+
+
+def add_recipe_arguments(parser):
+    """The options that define one training recipe (shared with vae_ablation.py)."""
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--dataset", default="synthetic_shapes")
+    parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--epsilon", type=float, default=1e-8, help="Adamax epsilon.")
+    parser.add_argument(
+        "--random-flip",
+        choices=("default", "on", "off"),
+        default="default",
+        help="Horizontal flips of the training images (default: the dataset's default).",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Model constructor argument (VALUE parsed as JSON), e.g. --set num_mixtures=10.",
+    )
+    parser.add_argument("--test-examples", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_recipe_arguments(parser)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--output", default="benchmarks/vae_convergence.json")
+    parser.add_argument("--plot", default="benchmarks/vae_convergence.png")
+    return parser.parse_args(argv)
+
+
+def model_overrides(args):
+    """The `--set` arguments as a dict."""
+    overrides = {}
+    for item in args.set:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise SystemExit(f"Expected --set NAME=VALUE. Received: --set {item}")
+        overrides[name] = json.loads(value)
+    return overrides
+
+
+def build_model(args, use_sdn):
+    keras.utils.set_random_seed(args.seed)
+    channels = 3
+    model = SDNVAE.from_preset(
+        args.preset,
+        image_shape=(args.image_size, args.image_size, channels),
+        use_sdn=use_sdn,
+        seed=args.seed,
+        **model_overrides(args),
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adamax(learning_rate=args.learning_rate, epsilon=args.epsilon)
+    )
+    return model
+
+
+def datasets(args, num_bits):
+    common = dict(
+        name=args.dataset, batch_size=args.batch_size, num_bits=num_bits,
+        image_size=args.image_size, seed=args.seed,
+    )
+    flip = {"default": {}, "on": {"random_flip": True}, "off": {"random_flip": False}}
+    train = load_images(split="train", shuffle=True, repeat=True, **common, **flip[args.random_flip])
+    test = load_images(split="test", shuffle=False, num_examples=args.test_examples, **common)
+    return train, test
+
+
+class Run:
+    """One model in training: its batches, its clock and its curve."""
+
+    def __init__(self, name, model, train, test):
+        self.name = name
+        self.model = model
+        self.batches = iter(train)
+        self.test = test
+        self.seconds = 0.0
+        self.skipped = 0
+        self.curve = []
+
+    @property
+    def steps(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def train(self, steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            logs = self.model.train_on_batch(next(self.batches), return_dict=True)
+        self.seconds += time.perf_counter() - start
+        self.skipped = int(logs.get("skipped_updates", 0))
+
+    def evaluate(self):
+        bpd = self.model.evaluate(self.test, verbose=0, return_dict=True)["bpd"]
+        point = {"step": self.steps, "seconds": round(self.seconds, 1), "test_bpd": float(bpd)}
+        self.curve.append(point)
+        return point
+
+
+def train_curves(args, steps, eval_every, models=MODELS):
+    """Trains `models` in turns; returns `{name: {"curve": [...], ...}}`."""
+    runs = []
+    for name in models:
+        model = build_model(args, use_sdn=name == "sdn")
+        train, test = datasets(args, model.num_bits)
+        runs.append(Run(name, model, train, test))
+    while runs[0].steps < steps:
+        for run in runs:
+            run.train(min(eval_every, steps - run.steps))
+            point = run.evaluate()
+            print(f"{run.name:>8}  step {point['step']:>5}  {point['seconds']:>7.1f} s  "
+                  f"test {point['test_bpd']:.3f} bits/dim", flush=True)
+    return {
+        run.name: {
+            "curve": run.curve,
+            "skipped_updates": run.skipped,
+            "parameters": int(sum(w.numpy().size for w in run.model.trainable_weights)),
+        }
+        for run in runs
+    }
+
+
+def plot_curves(results, path, title):
+    figure, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for name, result in results.items():
+        steps = [point["step"] for point in result["curve"]]
+        seconds = [point["seconds"] for point in result["curve"]]
+        bpd = [point["test_bpd"] for point in result["curve"]]
+        label = "SDN-VAE" if name == "sdn" else "baseline (IAF-VAE, convolutions)"
+        by_step.plot(steps, bpd, marker="o", label=label)
+        by_time.plot(seconds, bpd, marker="o", label=label)
+    by_step.set_xlabel("training steps")
+    by_time.set_xlabel("training seconds (2 CPU cores)")
+    by_step.set_ylabel("test bits/dim (negative ELBO, EMA weights)")
+    for axis in (by_step, by_time):
+        axis.grid(alpha=0.3)
+    by_step.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = train_curves(args, args.steps, args.eval_every, args.models)
+    settings = {key: value for key, value in vars(args).items() if key not in ("output", "plot")}
+    with open(args.output, "w") as file:
+        json.dump({"settings": settings, "models": results}, file, indent=2)
+    title = f"{args.preset} preset, {args.dataset} {args.image_size}x{args.image_size}, " \
+            f"batch {args.batch_size}"
+    plot_curves(results, args.plot, title)
+    print(f"\n{'step':>6} " + " ".join(f"{name + ' bpd':>14}" for name in results))
+    for points in zip(*(result["curve"] for result in results.values())):
+        print(f"{points[0]['step']:>6} " + " ".join(f"{p['test_bpd']:>14.3f}" for p in points))
+    print(f"Wrote {args.output} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
