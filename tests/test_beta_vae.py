@@ -231,3 +231,54 @@ def test_bad_inputs():
         model.traverse(image, [0.0], dims=[LATENT_DIM])
     with pytest.raises(ValueError, match="batch_size"):
         model.encode(make_images(2), batch_size=0)
+
+
+def one_sgd_step(policy, weights, decoder, images, loss_scale=None):
+    """Trainable weights after one SGD step from `weights` under a dtype policy."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = make_model(decoder)
+        for variable, value in zip(model.trainable_variables, weights):
+            variable.assign(value)
+        optimizer = keras.optimizers.SGD(1e-6)
+        if loss_scale is not None:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=loss_scale)
+        model.compile(optimizer=optimizer)
+        model.train_on_batch(images)
+        return [np.asarray(variable, np.float64) for variable in model.trainable_variables]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("decoder", ["conv", "sdn"])
+def test_mixed_precision_step_matches_float32(decoder):
+    images = make_images(4, seed=8)
+    weights = [np.asarray(v) for v in make_model(decoder).trainable_variables]
+    full = one_sgd_step("float32", weights, decoder, images)
+    # A loss scale of 16 does not overflow float16 at initialisation; a step
+    # whose gradients were not unscaled, or scaled twice, would be 16x off.
+    mixed = one_sgd_step("mixed_float16", weights, decoder, images, loss_scale=16.0)
+    full_update = np.concatenate([(a - w).ravel() for a, w in zip(full, weights)])
+    mixed_update = np.concatenate([(a - w).ravel() for a, w in zip(mixed, weights)])
+    assert np.linalg.norm(full_update) > 0
+    relative = np.linalg.norm(mixed_update - full_update) / np.linalg.norm(full_update)
+    assert relative < 0.02, relative
+
+
+def test_mixed_precision_fit_skips_overflowing_steps_then_trains():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = make_model()
+        model.compile()
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        images = make_images(2, seed=9)
+        before = [np.asarray(v) for v in model.trainable_variables]
+        history = model.fit(images, batch_size=2, epochs=14, verbose=0).history
+        assert np.all(np.isfinite(history["loss"]))
+        # The dynamic scale halves from 2**15 on each overflowing step, then
+        # the optimizer applies the remaining steps.
+        assert 0 < int(model.optimizer.iterations.numpy()) < 14
+        assert model.optimizer.dynamic_scale.numpy() < 2.0**15
+        assert any(np.any(np.asarray(v) != b) for v, b in zip(model.trainable_variables, before))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
