@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tiny_models import tiny_sdn_vae
 
 from keras_sdn.bijectors import AutoregressiveConvNetwork
 from keras_sdn.bijectors import InverseAutoregressiveFlow
 from keras_sdn.distributions import diagonal_gaussian
 
 BATCH, HEIGHT, WIDTH, Z, CONTEXT = 2, 3, 4, 4, 5
+EVENT_SIZE = HEIGHT * WIDTH * Z
 
 
 @pytest.fixture(autouse=True)
@@ -42,15 +44,68 @@ class CountingNetwork:
         return self.network(z, context)
 
 
-def flow_jacobian(network, z0, context):
-    """Jacobian of the forward pass for the first image, (H*W*Z, H*W*Z) row-major."""
-    image = z0[:1]
-    flow = InverseAutoregressiveFlow(network, context[:1])
+def raster_jacobian(function, z):
+    """Jacobian of `function` for the first image, `(H*W*Z, H*W*Z)`.
+
+    Rows and columns are ordered pixel-major in raster order, then by channel.
+    """
+    image = z[:1]
     with tf.GradientTape() as tape:
         tape.watch(image)
-        z = flow.forward(image)
-    jacobian = tape.jacobian(z, image).numpy()
-    return jacobian.reshape(HEIGHT * WIDTH * Z, HEIGHT * WIDTH * Z)
+        output = function(image)
+    jacobian = tape.jacobian(output, image).numpy()
+    return jacobian.reshape(EVENT_SIZE, EVENT_SIZE)
+
+
+def flow_jacobian(network, z0, context):
+    return raster_jacobian(InverseAutoregressiveFlow(network, context[:1]).forward, z0)
+
+
+def reference_network(network, z, context):
+    """Float64 NumPy forward pass, with masks built tap by tap from the IAF-VAE rules."""
+    k, centre = network.kernel_size, network.kernel_size // 2
+
+    def degree(unit):
+        return unit % Z
+
+    def mask(fan_in, fan_out, connected_at_centre):
+        result = np.zeros((k, k, fan_in, fan_out))
+        for row, column, i, o in np.ndindex(result.shape):
+            if (row, column) < (centre, centre):  # before the centre in raster order
+                result[row, column, i, o] = 1.0
+            elif (row, column) == (centre, centre):
+                result[row, column, i, o] = connected_at_centre(i, o)
+        return result
+
+    def conv_same(x, kernel):
+        padded = np.pad(x, ((0, 0), (centre, centre), (centre, centre), (0, 0)))
+        out = np.zeros(x.shape[:3] + (kernel.shape[-1],))
+        for row, column in np.ndindex(k, k):
+            window = padded[:, row : row + x.shape[1], column : column + x.shape[2]]
+            out += window @ kernel[row, column]
+        return out
+
+    def elu(x):
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+    weights = [np.asarray(w) for w in network.kernels]
+    biases = [np.asarray(b) for b in network.biases]
+    hidden_count, layers = network.hidden_channels, network.num_hidden_layers
+    masks = [mask(Z, hidden_count, lambda c, h: c < degree(h))]
+    masks += [mask(hidden_count, hidden_count, lambda a, b: degree(a) <= degree(b))] * (layers - 1)
+    masks.append(mask(hidden_count, 2 * Z, lambda h, o: degree(h) <= o % Z))
+    hidden = np.asarray(z)
+    for index, (weight, bias, layer_mask) in enumerate(zip(weights, biases, masks)):
+        hidden = conv_same(hidden, weight * layer_mask) + bias
+        if index == 0:
+            hidden = hidden + np.asarray(context) @ np.asarray(network.context_kernel)
+        if index < layers:
+            hidden = elu(hidden)
+    outputs = hidden * network.output_scale
+    return outputs[..., :Z], outputs[..., Z:]
+
+
+# ----------------------------------------------------------------- network
 
 
 def test_network_output_shapes_and_weights():
@@ -62,37 +117,62 @@ def test_network_output_shapes_and_weights():
     assert network.context_kernel.shape == (CONTEXT, 8)
 
 
-def test_network_is_autoregressive_over_channels_with_full_spatial_kernel():
+@pytest.mark.parametrize("kernel_size, num_hidden_layers", [(3, 2), (5, 1), (3, 3)])
+def test_network_matches_numpy_reference(kernel_size, num_hidden_layers):
+    network = make_network(kernel_size=kernel_size, num_hidden_layers=num_hidden_layers)
+    z, context = random_inputs()
+    network(z, context)
+    rng = np.random.default_rng(3)
+    network.set_weights([rng.normal(size=w.shape) * 0.5 for w in network.get_weights()])
+    for actual, expected in zip(network(z, context), reference_network(network, z, context)):
+        np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_network_is_autoregressive_in_raster_then_channel_order():
     network = make_network(kernel_size=3)
     z, context = random_inputs()
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([z, context])
-        shift, log_scale = network(z, context)
-    for output in (shift, log_scale):
-        # (H, W, Z) outputs of image 0 against (H, W, Z) latents of image 0.
-        jacobian = np.abs(tape.jacobian(output, z).numpy()[0, :, :, :, 0])
-        pixel, neighbour = (1, 1), (0, 2)
-        for d in range(Z):
-            for c in range(Z):
-                here = jacobian[pixel + (d,) + pixel + (c,)]
-                beside = jacobian[pixel + (d,) + neighbour + (c,)]
-                if c >= d:
-                    assert here == 0 and beside == 0
-                else:
-                    assert here > 0 and beside > 0
+    for output in range(2):  # shift, log-scale
+        jacobian = raster_jacobian(lambda image: network(image, context[:1])[output], z)
+        # Strictly lower triangular: no output sees its own coordinate or a later one.
+        assert np.all(np.triu(jacobian) == 0)
+        by_pixel = np.abs(jacobian).reshape(HEIGHT, WIDTH, Z, HEIGHT, WIDTH, Z)
+        pixel = (1, 1)
+        # At the pixel itself: exactly the earlier channels.
+        here = by_pixel[pixel + (slice(None),) + pixel + (slice(None),)]
+        np.testing.assert_array_equal(here > 0, np.tril(np.ones((Z, Z)), k=-1) > 0)
+        # The kernel's earlier neighbours: every channel pair, channel 0 included.
+        for neighbour in [(0, 0), (0, 1), (0, 2), (1, 0)]:
+            assert np.all(by_pixel[pixel + (slice(None),) + neighbour + (slice(None),)] > 0)
         # Every output channel, channel 0 included, depends on the context.
-        context_jacobian = np.abs(tape.jacobian(output, context).numpy()[0, 1, 1, :, 0, 1, 1])
+        context_image = context[:1]
+        with tf.GradientTape() as tape:
+            tape.watch(context_image)
+            value = network(z[:1], context_image)[output]
+        context_jacobian = np.abs(tape.jacobian(value, context_image).numpy()[0, 1, 1, :, 0, 1, 1])
         assert (context_jacobian.sum(axis=-1) > 0).all()
 
 
-def test_network_with_one_latent_channel_depends_only_on_context():
-    network = make_network(z_channels=1)
+def test_first_coordinate_depends_only_on_context():
+    network = make_network()
     rng = np.random.default_rng(1)
-    context = rng.normal(size=(1, 2, 2, CONTEXT))
-    first = network(rng.normal(size=(1, 2, 2, 1)), context)
-    second = network(rng.normal(size=(1, 2, 2, 1)), context)
-    np.testing.assert_array_equal(first[0].numpy(), second[0].numpy())
-    np.testing.assert_array_equal(first[1].numpy(), second[1].numpy())
+    context = rng.normal(size=(1, HEIGHT, WIDTH, CONTEXT))
+    first = network(rng.normal(size=(1, HEIGHT, WIDTH, Z)), context)
+    second = network(rng.normal(size=(1, HEIGHT, WIDTH, Z)), context)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.numpy()[0, 0, 0, 0], b.numpy()[0, 0, 0, 0])
+        assert np.all(a.numpy()[0, 1:] != b.numpy()[0, 1:])
+
+
+def test_kernel_size_one_has_no_dependency_across_pixels():
+    network = make_network(kernel_size=1)
+    z, context = random_inputs()
+    jacobian = raster_jacobian(lambda image: network(image, context[:1])[1], z)
+    by_pixel = jacobian.reshape(HEIGHT * WIDTH, Z, HEIGHT * WIDTH, Z)
+    for pixel in range(HEIGHT * WIDTH):
+        block = by_pixel[pixel, :, pixel, :]
+        np.testing.assert_array_equal(block != 0, np.tril(np.ones((Z, Z)), k=-1) > 0)
+        by_pixel[pixel, :, pixel, :] = 0
+    assert np.all(by_pixel == 0)
 
 
 def test_output_scale_multiplies_the_outputs():
@@ -145,43 +225,78 @@ def test_network_bad_input_shapes_raise():
         make_network()(z, context[0])
 
 
-def test_forward_and_log_det_are_one_parallel_pass_each():
+# -------------------------------------------------------------------- flow
+
+
+def test_forward_then_its_log_det_run_the_network_once():
     counting = CountingNetwork(make_network())
     z0, context = random_inputs()
     flow = InverseAutoregressiveFlow(counting, context)
-    flow.forward(z0)
-    assert counting.calls == 1
+    z = flow.forward(z0)
+    log_det = flow.forward_log_det_jacobian(z0, event_ndims=3)
     flow.forward_log_det_jacobian(z0, event_ndims=3)
-    assert counting.calls == 2
+    assert counting.calls == 1
+    shift, log_scale = counting.network(z0, context)
+    np.testing.assert_allclose(z.numpy(), ((z0 - shift) * tf.exp(-log_scale)).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        log_det.numpy(), -tf.reduce_sum(log_scale, axis=[1, 2, 3]).numpy(), rtol=1e-12
+    )
 
 
-def test_forward_matches_the_iaf_update():
+def test_log_det_alone_runs_the_network_once():
+    counting = CountingNetwork(make_network())
+    z0, context = random_inputs()
+    log_det = InverseAutoregressiveFlow(counting, context).forward_log_det_jacobian(z0, 3)
+    assert counting.calls == 1
+    _, log_scale = counting.network(z0, context)
+    np.testing.assert_allclose(
+        log_det.numpy(), -tf.reduce_sum(log_scale, axis=[1, 2, 3]).numpy(), rtol=1e-12
+    )
+
+
+def test_inverse_and_its_log_det_share_the_fixed_point_passes():
     network = make_network()
     z0, context = random_inputs()
-    shift, log_scale = network(z0, context)
-    flow = InverseAutoregressiveFlow(network, context)
-    np.testing.assert_allclose(
-        flow.forward(z0).numpy(), ((z0 - shift) * tf.exp(-log_scale)).numpy(), rtol=1e-12
-    )
-    np.testing.assert_allclose(
-        flow.forward_log_det_jacobian(z0, event_ndims=3).numpy(),
-        -tf.reduce_sum(log_scale, axis=[1, 2, 3]).numpy(),
-        rtol=1e-12,
-    )
+    z = tf.constant(InverseAutoregressiveFlow(network, context).forward(z0).numpy())
+    counting = CountingNetwork(network)
+    flow = InverseAutoregressiveFlow(counting, context)
+    flow.inverse(z)
+    passes = counting.calls
+    # More than the channels (order across pixels), at most one per coordinate.
+    assert Z < passes <= EVENT_SIZE
+    flow.inverse_log_det_jacobian(z, event_ndims=3)
+    assert counting.calls == passes
 
 
-def test_jacobian_is_triangular_in_channel_order():
+def test_training_step_runs_each_iaf_network_once(monkeypatch):
+    num_layers = 3
+    model = tiny_sdn_vae(num_layers=num_layers)
+    model.compile()
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 4, 4, 3))
+    model(images)  # builds the model
+    calls = []
+    network_call = AutoregressiveConvNetwork.call
+
+    def counting_call(network, z, context):
+        calls.append(network.path)
+        return network_call(network, z, context)
+
+    monkeypatch.setattr(AutoregressiveConvNetwork, "call", counting_call)
+    model.train_step(images)
+    assert len(calls) == num_layers
+    assert len(set(calls)) == num_layers  # one call for each stochastic layer
+
+
+def test_jacobian_is_lower_triangular_in_raster_then_channel_order():
+    network = make_network()
     z0, context = random_inputs()
-    jacobian = flow_jacobian(make_network(), z0, context)
-    by_position = jacobian.reshape(HEIGHT * WIDTH, Z, HEIGHT * WIDTH, Z)
-    for pixel in range(HEIGHT * WIDTH):
-        block = by_position[pixel, :, pixel, :]
-        assert np.all(np.triu(block, k=1) == 0)
-        assert np.all(np.tril(block, k=-1)[np.tril_indices(Z, -1)] != 0)
-    # Channel-major order: every output depends only on earlier channels and
-    # on its own coordinate, so the whole Jacobian is lower triangular.
-    channel_major = by_position.transpose(1, 0, 3, 2).reshape(jacobian.shape)
-    assert np.all(np.triu(channel_major, k=1) == 0)
+    jacobian = flow_jacobian(network, z0, context)
+    assert np.all(np.triu(jacobian, k=1) == 0)
+    _, log_scale = network(z0[:1], context[:1])
+    np.testing.assert_allclose(np.diag(jacobian), np.exp(-log_scale.numpy()).ravel(), rtol=1e-12)
+    # Outputs depend on earlier pixels too, not only on earlier channels of their own pixel.
+    by_pixel = jacobian.reshape(HEIGHT * WIDTH, Z, HEIGHT * WIDTH, Z)
+    assert np.all(by_pixel[1, :, 0, :] != 0)
 
 
 def test_forward_log_det_jacobian_equals_log_abs_det_of_full_jacobian():
@@ -196,15 +311,30 @@ def test_forward_log_det_jacobian_equals_log_abs_det_of_full_jacobian():
     np.testing.assert_allclose(log_det[0], log_abs_det, rtol=1e-10)
 
 
-def test_inverse_of_forward_is_identity():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_inverse_is_exact(compiled):
+    network = make_network()
     z0, context = random_inputs()
-    flow = InverseAutoregressiveFlow(make_network(), context)
-    z = flow.forward(z0)
-    np.testing.assert_allclose(flow.inverse(z).numpy(), z0.numpy(), atol=1e-10)
-    np.testing.assert_allclose(flow.forward(flow.inverse(z0)).numpy(), z0.numpy(), atol=1e-10)
+
+    # A new bijector for every call: TFP's cache would otherwise return the
+    # input of a previous call instead of computing.
+    def forward(x):
+        return InverseAutoregressiveFlow(network, context).forward(x)
+
+    def inverse(x):
+        return InverseAutoregressiveFlow(network, context).inverse(x)
+
+    def inverse_log_det(x):
+        return InverseAutoregressiveFlow(network, context).inverse_log_det_jacobian(x, 3)
+
+    if compiled:
+        inverse, inverse_log_det = tf.function(inverse), tf.function(inverse_log_det)
+    z = forward(z0)
+    np.testing.assert_allclose(inverse(z).numpy(), z0.numpy(), atol=1e-10)
+    np.testing.assert_allclose(forward(inverse(z0)).numpy(), z0.numpy(), atol=1e-10)
     np.testing.assert_allclose(
-        flow.inverse_log_det_jacobian(z, event_ndims=3).numpy(),
-        -flow.forward_log_det_jacobian(z0, event_ndims=3).numpy(),
+        inverse_log_det(z).numpy(),
+        -InverseAutoregressiveFlow(network, context).forward_log_det_jacobian(z0, 3).numpy(),
         rtol=1e-10,
     )
 
@@ -213,10 +343,15 @@ def test_posterior_density_matches_transformed_distribution():
     z0, context = random_inputs()
     rng = np.random.default_rng(2)
     gaussian = diagonal_gaussian(rng.normal(size=z0.shape), rng.normal(size=z0.shape) * 0.3)
-    flow = InverseAutoregressiveFlow(make_network(), context)
+    network = make_network()
+    flow = InverseAutoregressiveFlow(network, context)
     log_q = gaussian.log_prob(z0) - flow.forward_log_det_jacobian(z0, event_ndims=3)
-    transformed = tfp.distributions.TransformedDistribution(gaussian, flow)
-    np.testing.assert_allclose(transformed.log_prob(flow.forward(z0)).numpy(), log_q.numpy(), rtol=1e-10)
+    # A second bijector, so that log_prob inverts z instead of finding z0 in the cache.
+    transformed = tfp.distributions.TransformedDistribution(
+        gaussian, InverseAutoregressiveFlow(network, context)
+    )
+    z = tf.constant(flow.forward(z0).numpy())
+    np.testing.assert_allclose(transformed.log_prob(z).numpy(), log_q.numpy(), rtol=1e-10)
 
 
 def test_gradients_reach_every_network_weight():

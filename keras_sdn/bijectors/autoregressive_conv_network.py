@@ -4,29 +4,42 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sdn._checks import check_int
+
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
 class AutoregressiveConvNetwork(keras.layers.Layer):
-    """Convolutional MADE over the channels of spatial latents, with a context.
+    """Masked convolutional network of IAF-VAE: autoregressive in raster order.
 
     Computes `(shift, log_scale)` for an inverse autoregressive flow step over
-    latents `z` of shape `(batch, height, width, z_channels)`: output channel
-    `d` (of both tensors) depends on the latent channels `0 .. d - 1` at every
-    pixel under the kernel, never on channels `>= d`, and on the context. This
-    is a MADE (Germain et al., 2015) whose dense layers are convolutions with a
-    full spatial kernel and a mask over channels: hidden unit `h` has degree
-    `h % z_channels` and sees the latent channels below its degree; output
-    channel `d` sees hidden units of degree `<= d`. Degree-0 units see only the
-    context, which is projected by a 1x1 convolution and added to the first
-    hidden layer. Hidden layers use ELU (as in IAF-VAE); both outputs are
-    multiplied by `output_scale`, so that a new flow starts near the identity.
+    latents `z` of shape `(batch, height, width, z_channels)`, with the masks
+    of IAF-VAE (Kingma et al., 2016). The autoregressive order is the raster
+    order over pixels (row by row, left to right) and, within a pixel, the
+    order of the channels: output channel `d` at pixel `(i, j)` (of both
+    tensors) depends on every latent channel at the pixels before `(i, j)`
+    that the network reaches (rows above, and pixels to the left in row `i`),
+    on channels `0 .. d - 1` at `(i, j)` itself, on nothing after it, and on
+    the context.
+
+    Every masked convolution connects all channel pairs at the kernel taps
+    above the centre and left of it in its row (PixelCNN-style), none at the
+    taps after the centre, and at the centre tap follows a MADE (Germain et
+    al., 2015) over channels: hidden unit `h` has degree `h % z_channels`;
+    in the first layer it sees the latent channels below its degree
+    (strict), in a hidden layer the hidden units of degree `<=` its own
+    (non-strict), and output channel `d` sees the hidden units of degree
+    `<= d`. The context is projected by a 1x1 convolution and added to the
+    first hidden layer. Hidden layers use ELU (as in IAF-VAE); both outputs
+    are multiplied by `output_scale`, so that a new flow starts near the
+    identity.
 
     Args:
         z_channels: int >= 1, the number of latent channels `Z`.
         hidden_channels: int >= 1, channels of every hidden layer.
         num_hidden_layers: int >= 1, number of masked hidden convolutions.
         kernel_size: odd int >= 1, spatial kernel size of the masked
-            convolutions ("same" padding).
+            convolutions ("same" padding); 1 removes every dependency across
+            pixels.
         output_scale: float, multiplies the shift and the log-scale.
         **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
@@ -55,12 +68,12 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_int("z_channels", z_channels, low=1)
-        _check_int("hidden_channels", hidden_channels, low=1)
-        _check_int("num_hidden_layers", num_hidden_layers, low=1)
-        _check_int("kernel_size", kernel_size, low=1)
+        check_int("z_channels", z_channels, low=1)
+        check_int("hidden_channels", hidden_channels, low=1)
+        check_int("num_hidden_layers", num_hidden_layers, low=1)
+        check_int("kernel_size", kernel_size, low=1)
         if kernel_size % 2 == 0:
-            raise ValueError(f"`kernel_size` must be odd; got {kernel_size}.")
+            raise ValueError(f"`kernel_size` must be odd; got kernel_size={kernel_size}.")
         self.z_channels = z_channels
         self.hidden_channels = hidden_channels
         self.num_hidden_layers = num_hidden_layers
@@ -73,24 +86,21 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         input_degrees = np.arange(1, self.z_channels + 1)
         hidden_degrees = np.arange(self.hidden_channels) % self.z_channels
         output_degrees = np.tile(np.arange(self.z_channels), 2)  # shift, then log-scale
-        self._masks = [_mask(hidden_degrees[None, :] >= input_degrees[:, None])]
-        self._masks += [_mask(hidden_degrees[None, :] >= hidden_degrees[:, None])] * (
+        centre_taps = [hidden_degrees[None, :] >= input_degrees[:, None]]
+        centre_taps += [hidden_degrees[None, :] >= hidden_degrees[:, None]] * (
             self.num_hidden_layers - 1
         )
-        self._masks.append(_mask(output_degrees[None, :] >= hidden_degrees[:, None]))
-        channels = [self.z_channels] + [self.hidden_channels] * self.num_hidden_layers
-        channels.append(2 * self.z_channels)
+        centre_taps.append(output_degrees[None, :] >= hidden_degrees[:, None])
+        self._masks = [_raster_mask(self.kernel_size, centre) for centre in centre_taps]
         self.kernels, self.biases = [], []
-        for index, (fan_in, fan_out) in enumerate(zip(channels[:-1], channels[1:])):
+        for index, mask in enumerate(self._masks):
             self.kernels.append(
                 self.add_weight(
-                    name=f"kernel_{index}",
-                    shape=(self.kernel_size, self.kernel_size, fan_in, fan_out),
-                    initializer="glorot_uniform",
+                    name=f"kernel_{index}", shape=mask.shape, initializer="glorot_uniform"
                 )
             )
             self.biases.append(
-                self.add_weight(name=f"bias_{index}", shape=(fan_out,), initializer="zeros")
+                self.add_weight(name=f"bias_{index}", shape=mask.shape[-1:], initializer="zeros")
             )
         self.context_kernel = self.add_weight(
             name="context_kernel",
@@ -100,8 +110,8 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
 
     def call(self, z, context):
         hidden = z
-        for index, (kernel, bias, mask) in enumerate(zip(self.kernels, self.biases, self._masks)):
-            hidden = ops.conv(hidden, kernel * ops.cast(mask, kernel.dtype), padding="same") + bias
+        for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            hidden = ops.conv(hidden, self.masked_kernel(index), padding="same") + bias
             if index == 0:
                 hidden = hidden + ops.matmul(context, self.context_kernel)
             if index < self.num_hidden_layers:
@@ -109,6 +119,11 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         outputs = hidden * self.output_scale
         shift, log_scale = ops.split(outputs, 2, axis=-1)
         return shift, log_scale
+
+    def masked_kernel(self, index):
+        """The effective kernel of masked convolution `index`, mask applied."""
+        kernel = self.kernels[index]
+        return kernel * ops.cast(self._masks[index], kernel.dtype)
 
     def compute_output_shape(self, z_shape, context_shape):
         return tuple(z_shape), tuple(z_shape)
@@ -125,17 +140,21 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         return config
 
 
-def _mask(connected):
-    """(fan_in, fan_out) connectivity as a float mask broadcast over the kernel's pixels."""
-    return connected.astype("float32")[None, None]
+def _raster_mask(kernel_size, centre):
+    """`(k, k, fan_in, fan_out)` float mask of a convolution autoregressive in raster order.
+
+    Taps before the centre in raster order connect every channel pair, the
+    centre tap the pairs where `centre` (a `(fan_in, fan_out)` bool array) is
+    true, later taps none.
+    """
+    taps = kernel_size * kernel_size
+    before = (np.arange(taps) < taps // 2).reshape(kernel_size, kernel_size, 1, 1)
+    mask = np.broadcast_to(before, before.shape[:2] + centre.shape).astype("float32")
+    mask[kernel_size // 2, kernel_size // 2] = centre
+    return mask
 
 
 def _check_image_shape(name, shape, channels=None):
     if len(shape) != 4 or (channels is not None and shape[-1] != channels):
         expected = f"(batch, height, width, {channels if channels is not None else 'channels'})"
         raise ValueError(f"`{name}` must have shape {expected}; got {tuple(shape)}.")
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}.")

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import cache_util
 
 tfb = tfp.bijectors
 
@@ -9,29 +10,43 @@ tfb = tfp.bijectors
 class InverseAutoregressiveFlow(tfb.Bijector):
     """One IAF step over latents `(..., height, width, z)`, conditioned on a context.
 
-    With `shift, log_scale = network(z0, context)`, autoregressive over the
-    channels (see `AutoregressiveConvNetwork`):
+    With `shift, log_scale = network(z0, context)`, autoregressive in the
+    raster order over pixels and the channel order within a pixel (see
+    `AutoregressiveConvNetwork`):
 
         forward(z0) = (z0 - shift) * exp(-log_scale)   # one parallel pass
         forward_log_det_jacobian(z0) = -sum(log_scale)
 
-    the step of IAF-VAE. Ordering the coordinates channel-major, the Jacobian
-    is triangular with diagonal `exp(-log_scale)`, whatever the network does
-    across pixels. Forward and its log-determinant are those of
-    `tfb.Invert(tfb.MaskedAutoregressiveFlow(...))`; the inverse is computed
-    here in `z` parallel passes (the network's channel order needs no more),
-    where the MAF would loop over every element of the event.
+    the step of IAF-VAE, equal to
+    `tfb.Invert(tfb.MaskedAutoregressiveFlow(...))` over that order. Ordering
+    the coordinates pixel-major (raster order) then by channel, the Jacobian
+    is lower triangular with diagonal `exp(-log_scale)`.
+
+    `forward` then `forward_log_det_jacobian` of the same tensor run the
+    network once: the forward pass stores the log-determinant with its
+    output in TFP's bijector cache (as TFP's FFJORD does), for as long as
+    the output is referenced. The same holds for `inverse` then
+    `inverse_log_det_jacobian`; a log-determinant asked for first runs the
+    network for itself. The inverse solves
+    `z0 = z * exp(log_scale(z0)) + shift(z0)` by fixed-point passes from
+    `z0 = 0`: after `n` passes the first `n` coordinates (in the order
+    above) are exact, since each depends only on earlier ones, so
+    `height * width * z` passes are enough for any network; the loop stops
+    earlier, at the first pass that changes nothing, which is then the
+    solution (passes from a fixed point stay there). The inverse costs up to
+    that many network calls: it is meant for tests and small latents, and a
+    VAE never needs it.
 
     The network's weights are ordinary Keras variables owned by the model;
     build the bijector afresh for every context (it is cheap).
 
     Args:
         network: callable `(z, context) -> (shift, log_scale)`, each shaped
-            like `z`, autoregressive over the last axis, e.g. an
+            like `z`, autoregressive as above, e.g. an
             `AutoregressiveConvNetwork`. Its outputs are cast to `z`'s dtype
             (for mixed precision).
         context: tensor `(..., height, width, c)` passed to `network`.
-        validate_args: Python bool, passed to the TFP bijectors.
+        validate_args: Python bool, passed to `tfb.Bijector`.
         name: name of the bijector.
 
     Shapes:
@@ -44,24 +59,26 @@ class InverseAutoregressiveFlow(tfb.Bijector):
     >>> posterior = diagonal_gaussian(loc, log_scale)
     >>> z0 = posterior.sample()
     >>> flow = InverseAutoregressiveFlow(network, context)
-    >>> z = flow.forward(z0)
+    >>> z = flow.forward(z0)                      # runs the network
     >>> log_q = posterior.log_prob(z0) - flow.forward_log_det_jacobian(z0, event_ndims=3)
     """
+
+    # `_augmented_forward` and `_augmented_inverse` return `(output, {"ildj": ...})`;
+    # this cache stores the attributes with the output.
+    _cache = cache_util.BijectorCacheWithGreedyAttrs(
+        forward_name="_augmented_forward", inverse_name="_augmented_inverse"
+    )
 
     def __init__(self, network, context, validate_args=False, name="inverse_autoregressive_flow"):
         parameters = dict(locals())
         if not callable(network):
             raise ValueError(
-                f"`network` must be a callable (z, context) -> (shift, log_scale); got {network!r}."
+                "`network` must be a callable (z, context) -> (shift, log_scale); "
+                f"got network={network!r}."
             )
         with tf.name_scope(name) as name:
             self._network = network
             self._context = context
-            self._autoregressive_flow = tfb.MaskedAutoregressiveFlow(
-                shift_and_log_scale_fn=self._shift_and_log_scale,
-                event_ndims=3,
-                validate_args=validate_args,
-            )
             super().__init__(
                 forward_min_event_ndims=3,
                 validate_args=validate_args,
@@ -85,19 +102,40 @@ class InverseAutoregressiveFlow(tfb.Bijector):
         shift, log_scale = self._network(z, self._context)
         return tf.cast(shift, z.dtype), tf.cast(log_scale, z.dtype)
 
-    def _forward(self, z0):
-        return self._autoregressive_flow.inverse(z0)
+    def _augmented_forward(self, z0):
+        shift, log_scale = self._shift_and_log_scale(z0)
+        return (z0 - shift) * tf.exp(-log_scale), {"ildj": _sum_event(log_scale)}
 
-    def _forward_log_det_jacobian(self, z0):
-        return self._autoregressive_flow.inverse_log_det_jacobian(z0, event_ndims=3)
+    def _augmented_inverse(self, z):
+        def fixed_point_pass(passes, z0, unused_log_scale, unused_changed):
+            shift, log_scale = self._shift_and_log_scale(z0)
+            updated = z * tf.exp(log_scale) + shift
+            return passes + 1, updated, log_scale, tf.reduce_any(tf.not_equal(updated, z0))
+
+        def not_solved(passes, unused_z0, unused_log_scale, changed):
+            return changed & (passes < event_size)
+
+        # The log-scale of the last pass is exact: it depends only on
+        # coordinates that were exact before that pass.
+        event_size = tf.reduce_prod(tf.shape(z)[-3:])
+        start = (tf.constant(0), tf.zeros_like(z), tf.zeros_like(z), tf.constant(True))
+        _, z0, log_scale, _ = tf.while_loop(not_solved, fixed_point_pass, start)
+        return z0, {"ildj": _sum_event(log_scale)}
+
+    def _forward(self, z0):
+        return self._augmented_forward(z0)[0]
 
     def _inverse(self, z):
-        # z0 = z * exp(log_scale(z0)) + shift(z0). Channel c of the right-hand
-        # side is exact once channels < c of z0 are, so z passes fix z0.
-        if z.shape[-1] is None:
-            raise ValueError(f"The channel axis of `z` must be static; got shape {z.shape}.")
-        z0 = tf.zeros_like(z)
-        for _ in range(z.shape[-1]):
-            shift, log_scale = self._shift_and_log_scale(z0)
-            z0 = z * tf.exp(log_scale) + shift
-        return z0
+        return self._augmented_inverse(z)[0]
+
+    # TFP calls these only when the cache holds no log-determinant for the
+    # tensor, i.e. when no pass from it is alive.
+    def _forward_log_det_jacobian(self, z0):
+        return -self._augmented_forward(z0)[1]["ildj"]
+
+    def _inverse_log_det_jacobian(self, z):
+        return self._augmented_inverse(z)[1]["ildj"]
+
+
+def _sum_event(values):
+    return tf.reduce_sum(values, axis=[-3, -2, -1])

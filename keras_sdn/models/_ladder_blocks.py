@@ -205,6 +205,8 @@ class LadderBlock(keras.layers.Layer):
             noise = replica_normal(ops.shape(loc), seed=self.seed_generator)
             initial = loc + ops.exp(log_scale) * ops.cast(temperature, "float32") * noise
             flow = InverseAutoregressiveFlow(self.iaf_network, context)
+            # The forward pass caches its log-determinant for this same `initial`
+            # tensor: the IAF network runs once.
             latents = flow.forward(initial)
             log_posterior = diagonal_gaussian(loc, log_scale).log_prob(initial)
             log_posterior -= flow.forward_log_det_jacobian(initial, event_ndims=3)
