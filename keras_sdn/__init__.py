@@ -11,6 +11,7 @@ import importlib
 from keras_sdn import layers
 from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers import SpatialDependency
+from keras_sdn.layers import WeightNormalization
 
 __version__ = "0.1.0"
 

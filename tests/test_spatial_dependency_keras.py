@@ -41,6 +41,7 @@ def test_sequential_and_functional_models(layer_class):
 def test_top_level_and_layers_namespace_agree():
     assert keras_sdn.SpatialDependency is keras_sdn.layers.SpatialDependency
     assert keras_sdn.ResidualSpatialDependency is keras_sdn.layers.ResidualSpatialDependency
+    assert keras_sdn.WeightNormalization is keras_sdn.layers.WeightNormalization
 
 
 @pytest.mark.parametrize("layer_class", LAYERS)
@@ -63,6 +64,7 @@ def test_get_config_round_trips_every_argument(layer_class):
         kernel_constraint=keras.constraints.MaxNorm(2.0),
         recurrent_constraint="non_neg",
         bias_constraint="unit_norm",
+        weight_normalization=True,
         name="custom",
     )
     config = layer.get_config()
@@ -72,6 +74,7 @@ def test_get_config_round_trips_every_argument(layer_class):
     assert config["directions"] == ["right", "up", "right"]
     assert (config["filters"], config["num_features"], config["kernel_size"]) == (7, 5, 3)
     assert config["upsample"] == 2 and config["use_bias"] is False
+    assert config["weight_normalization"] is True
     assert json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
 
 
@@ -83,11 +86,13 @@ def test_directions_forms(directions, expected):
     assert SpatialDependency(2, directions=directions).directions == expected
 
 
+@pytest.mark.parametrize("weight_normalization", [False, True])
 @pytest.mark.parametrize("layer_class", LAYERS)
-def test_saved_keras_model_gives_identical_outputs(layer_class, tmp_path):
+def test_saved_keras_model_gives_identical_outputs(layer_class, weight_normalization, tmp_path):
+    options = dict(weight_normalization=weight_normalization)
     inputs = keras.Input((None, None, 3))
-    hidden = layer_class(4, num_features=5, directions=3, activation="tanh")(inputs)
-    outputs = layer_class(2, num_features=3, directions=["down"], upsample=2)(hidden)
+    hidden = layer_class(4, num_features=5, directions=3, activation="tanh", **options)(inputs)
+    outputs = layer_class(2, num_features=3, directions=["down"], upsample=2, **options)(hidden)
     model = keras.Model(inputs, outputs)
     x = images((2, 4, 6, 3))
     path = str(tmp_path / "model.keras")
@@ -159,9 +164,11 @@ def test_jit_compiled_forward_and_gradient_match_graph():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("weight_normalization", [False, True])
 @pytest.mark.parametrize("layer_class", LAYERS)
-def test_mixed_float16_policy(layer_class):
-    layer = layer_class(4, num_features=8, directions=2, dtype="mixed_float16")
+def test_mixed_float16_policy(layer_class, weight_normalization):
+    layer = layer_class(4, num_features=8, directions=2, dtype="mixed_float16",
+                        weight_normalization=weight_normalization)
     x = tf.constant(images((2, 6, 6, 3)))
     with tf.GradientTape() as tape:
         out = layer(x)
@@ -188,6 +195,25 @@ def test_parameter_count_formula(directions, kernel_size, use_bias):
     assert layer.count_params() == sdn_parameter_count(5, 9, 7, directions, kernel_size, use_bias)
 
 
+@pytest.mark.parametrize("upsample", [1, 2])
+@pytest.mark.parametrize("layer_class", LAYERS)
+def test_weight_normalization_keeps_the_initial_outputs(layer_class, upsample):
+    """g starts at ||v||: with the same weights, the outputs equal the plain layer's."""
+    normalized = layer_class(5, num_features=6, directions=2, upsample=upsample,
+                             bias_initializer="random_normal", weight_normalization=True)
+    plain = layer_class(5, num_features=6, directions=2, upsample=upsample)
+    x = images((2, 4, 5, 3))
+    outputs = normalized(x)
+    plain.build(x.shape)
+    plain.set_weights([w.numpy() for w in normalized.weights if w.name != "g"])
+    norms = sorted(tuple(w.shape) for w in normalized.weights if w.name == "g")
+
+    np.testing.assert_allclose(outputs.numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
+    # project-in (6 features) and project-out (5 or 10 outputs); the residual convolution (5).
+    expected = [(6,), (5,)] if layer_class is SpatialDependency else [(5,), (6,), (10,)]
+    assert norms == sorted(expected)
+
+
 def test_residual_parameter_count():
     layer = ResidualSpatialDependency(6, num_features=5, directions=2)
     layer.build((None, None, None, 4))
@@ -205,6 +231,7 @@ def test_residual_parameter_count():
         (dict(filters=4, directions=[]), "`directions` must be"),
         (dict(filters=4, upsample=0), "`upsample` must be a positive integer"),
         (dict(filters=4, data_format="channels_first"), "channels_last"),
+        (dict(filters=4, weight_normalization="yes"), "`weight_normalization` must be a bool"),
     ],
 )
 @pytest.mark.parametrize("layer_class", LAYERS)
@@ -236,10 +263,13 @@ EXPORT_CHECK = textwrap.dedent(
 )
 
 
-def test_export_loads_without_keras_sdn(tmp_path):
+@pytest.mark.parametrize("weight_normalization", [False, True])
+def test_export_loads_without_keras_sdn(tmp_path, weight_normalization):
+    options = dict(weight_normalization=weight_normalization)
     inputs = keras.Input((None, None, 3))
-    hidden = ResidualSpatialDependency(4, num_features=5, directions=2)(inputs)
-    outputs = SpatialDependency(2, num_features=3, directions=["left"], upsample=2)(hidden)
+    hidden = ResidualSpatialDependency(4, num_features=5, directions=2, **options)(inputs)
+    outputs = SpatialDependency(2, num_features=3, directions=["left"], upsample=2,
+                                **options)(hidden)
     model = keras.Model(inputs, outputs)
     x = images((2, 3, 5, 3))
     export_dir = str(tmp_path / "exported")

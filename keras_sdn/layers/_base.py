@@ -7,6 +7,7 @@ from keras import initializers
 from keras import regularizers
 
 from keras_sdn.layers.sweep import DIRECTIONS
+from keras_sdn.layers.weight_normalization import WeightNormalization
 
 
 def standardize_directions(directions):
@@ -106,6 +107,7 @@ class SpatialDependencyBase(keras.layers.Layer):
         recurrent_constraint=None,
         bias_constraint=None,
         data_format=None,
+        weight_normalization=False,
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -113,6 +115,11 @@ class SpatialDependencyBase(keras.layers.Layer):
         check_positive("filters", filters)
         check_positive("num_features", num_features)
         check_positive("upsample", upsample)
+        if not isinstance(weight_normalization, bool):
+            raise ValueError(
+                "`weight_normalization` must be a bool. "
+                f"Received: weight_normalization={weight_normalization!r}"
+            )
         if kernel_size is None:
             kernel_size = self.default_kernel_size if upsample == 1 else 2 * upsample
         check_positive("kernel_size", kernel_size)
@@ -133,6 +140,7 @@ class SpatialDependencyBase(keras.layers.Layer):
         self.recurrent_constraint = constraints.get(recurrent_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.data_format = check_channels_last(data_format)
+        self.weight_normalization = weight_normalization
 
     def weight_kwargs(self):
         """Keyword arguments that give a sublayer this layer's dtype policy and weight settings."""
@@ -146,6 +154,12 @@ class SpatialDependencyBase(keras.layers.Layer):
             kernel_constraint=self.kernel_constraint,
             bias_constraint=self.bias_constraint,
         )
+
+    def kernel_layer(self, layer):
+        """`layer`, weight-normalised if `weight_normalization` is on."""
+        if self.weight_normalization:
+            return WeightNormalization(layer, name=layer.name)
+        return layer
 
     def compute_output_shape(self, input_shape):
         check_image_input(type(self).__name__, input_shape)
@@ -175,6 +189,20 @@ class SpatialDependencyBase(keras.layers.Layer):
                 "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
                 "bias_constraint": constraints.serialize(self.bias_constraint),
                 "data_format": self.data_format,
+                "weight_normalization": self.weight_normalization,
             }
         )
         return config
+
+
+def clone_initializer(initializer):
+    """A fresh instance of `initializer` (an identifier or an instance).
+
+    Keras initializers draw their seed once, when they are created: one
+    instance shared by several weights would give them related values (the
+    same random stream), so every weight gets its own copy, as
+    `keras.layers.MultiHeadAttention` does. A copy of a seeded initializer
+    keeps the seed.
+    """
+    initializer = initializers.get(initializer)
+    return initializer.__class__.from_config(initializer.get_config())

@@ -21,7 +21,8 @@ class ResidualSpatialDependency(SpatialDependencyBase):
 
     Args:
         Those of `SpatialDependency`; `kernel_size` defaults to 3 (or to
-        `2 * upsample` when up-sampling).
+        `2 * upsample` when up-sampling), and `weight_normalization` also
+        weight-normalises the convolution `conv`.
 
     Input shape:
         `(batch, height, width, channels)`; height and width may be `None`.
@@ -51,11 +52,14 @@ class ResidualSpatialDependency(SpatialDependencyBase):
             recurrent_initializer=self.recurrent_initializer,
             recurrent_regularizer=self.recurrent_regularizer,
             recurrent_constraint=self.recurrent_constraint,
+            weight_normalization=self.weight_normalization,
             name="spatial_dependency",
             **self.weight_kwargs(),
         )
-        self.residual = project_in_layer(
-            filters, self.kernel_size, self.upsample, name="residual", **self.weight_kwargs()
+        self.residual = self.kernel_layer(
+            project_in_layer(
+                filters, self.kernel_size, self.upsample, name="residual", **self.weight_kwargs()
+            )
         )
 
     def build(self, input_shape):

@@ -50,6 +50,9 @@ class SpatialDependency(SpatialDependencyBase):
         kernel_constraint, recurrent_constraint, bias_constraint: Constraints
             of the same weights.
         data_format: Only `"channels_last"` is supported.
+        weight_normalization: Whether the project-in and project-out kernels
+            are weight-normalised (`keras_sdn.layers.WeightNormalization`), as
+            in the authors' models. The sweeps' gate weights never are.
 
     Input shape:
         `(batch, height, width, channels)`; height and width may be `None`.
@@ -68,14 +71,18 @@ class SpatialDependency(SpatialDependencyBase):
         self, filters, num_features=None, directions=4, kernel_size=None, upsample=1, **kwargs
     ):
         super().__init__(filters, num_features, directions, kernel_size, upsample, **kwargs)
-        self.project_in = project_in_layer(
-            self.num_features,
-            self.kernel_size,
-            self.upsample,
-            name="project_in",
-            **self.weight_kwargs(),
+        self.project_in = self.kernel_layer(
+            project_in_layer(
+                self.num_features,
+                self.kernel_size,
+                self.upsample,
+                name="project_in",
+                **self.weight_kwargs(),
+            )
         )
-        self.project_out = keras.layers.Dense(filters, name="project_out", **self.weight_kwargs())
+        self.project_out = self.kernel_layer(
+            keras.layers.Dense(filters, name="project_out", **self.weight_kwargs())
+        )
 
     def build(self, input_shape):
         check_image_input(type(self).__name__, input_shape)
