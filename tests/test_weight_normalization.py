@@ -1,6 +1,10 @@
 """WeightNormalization and normalize_kernel: the effective kernel against a float64
 NumPy reference, gradients against finite differences, initialisation, losses,
-stateless calls, serialization, mixed precision, MirroredStrategy, bad arguments."""
+stateless calls, serialization, mixed precision, MirroredStrategy, bad arguments.
+
+The SavedModel export of weight-normalised Conv2D, Conv2DTranspose and Dense
+kernels, served without keras_sdn, is tested with the SDN layers that wrap them:
+test_spatial_dependency_keras.py::test_export_loads_without_keras_sdn[True]."""
 
 import keras
 import numpy as np
