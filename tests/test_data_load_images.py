@@ -1,5 +1,7 @@
 """Tests of `load_images` on the built-in dataset and the (mocked) TFDS datasets."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ from keras_sdn.data import DATASET_NAMES
 from keras_sdn.data import DatasetNotAvailableError
 from keras_sdn.data import SyntheticShapes
 from keras_sdn.data import load_images
+from keras_sdn.data.tfds_sources import TFDS_SOURCES
 
 TFDS_NAMES = ("cifar10", "imagenet32", "celebahq256", "shapes3d")
 NATIVE_SIZES = {"cifar10": 32, "imagenet32": 32, "celebahq256": 256, "shapes3d": 64}
@@ -94,19 +97,26 @@ def test_bad_arguments_raise_value_errors(arguments, match):
 @pytest.mark.parametrize("name", TFDS_NAMES)
 def test_mocked_tfds_pipelines(name):
     with tfds.testing.mock_data(num_examples=12):
-        raw = _all_images(load_images(name, batch_size=5, shuffle=False))
+        # No flips here (the flips have their own tests, test_data_random_flip.py).
+        raw = _all_images(load_images(name, batch_size=5, shuffle=False, random_flip=False))
         size = NATIVE_SIZES[name]
         assert raw.shape == (12, size, size, 3) and raw.dtype == np.uint8
         quantized = _all_images(
             load_images(name, split="test", batch_size=5, num_bits=5, shuffle=False)
         )
         np.testing.assert_array_equal(quantized, raw >> 3)  # the mock serves every split alike
-        shuffled = _all_images(load_images(name, batch_size=5, seed=3))
+        shuffled = _all_images(load_images(name, batch_size=5, seed=3, random_flip=False))
         assert sorted(map(bytes, shuffled)) == sorted(map(bytes, raw))
-        reshuffled = _all_images(load_images(name, batch_size=5, seed=3))
+        reshuffled = _all_images(load_images(name, batch_size=5, seed=3, random_flip=False))
         np.testing.assert_array_equal(shuffled, reshuffled)
         resized = load_images(
-            name, batch_size=4, image_size=8, num_bits=4, shuffle=False, num_examples=6
+            name,
+            batch_size=4,
+            image_size=8,
+            num_bits=4,
+            shuffle=False,
+            num_examples=6,
+            random_flip=False,
         )
         resized_batches = [batch.numpy() for batch in resized]
     assert [batch.shape for batch in resized_batches] == [(4, 8, 8, 3), (2, 8, 8, 3)]
@@ -119,9 +129,47 @@ def test_mocked_tfds_pipelines(name):
 @pytest.mark.parametrize("name", TFDS_NAMES)
 def test_missing_tfds_dataset_raises_a_helpful_error(name, tmp_path):
     with pytest.raises(DatasetNotAvailableError) as error:
-        load_images(name, data_dir=str(tmp_path))
+        load_images(name, data_dir=str(tmp_path), download=False)
     message = str(error.value)
     assert name in message and str(tmp_path) in message and "data_dir" in message
+    assert "download=False" in message
+    assert "tfds build" in message and "synthetic_shapes" in message and "directory" in message
+    assert ("manual" in message) == (name == "celebahq256")
+    assert ("download=True" in message) == (name != "celebahq256")
+    assert isinstance(error.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("name", TFDS_NAMES)
+def test_tfds_datasets_are_downloaded_unless_download_is_false(name):
+    prepare = mock.Mock()
+
+    def download_and_prepare(builder):
+        prepare(builder.name)
+
+    with tfds.testing.mock_data(num_examples=3), mock.patch.object(
+        tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare
+    ):
+        downloaded = _all_images(load_images(name, batch_size=3, shuffle=False, random_flip=False))
+        prepare.assert_called_once_with(TFDS_SOURCES[name].tfds_name.split("/")[0])
+        local = _all_images(
+            load_images(name, batch_size=3, shuffle=False, random_flip=False, download=False)
+        )
+        prepare.assert_called_once()  # not again
+    np.testing.assert_array_equal(downloaded, local)
+
+
+@pytest.mark.parametrize("name", TFDS_NAMES)
+def test_failed_download_raises_a_helpful_error(name, tmp_path):
+    failure = ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+    with mock.patch.object(
+        tfds.core.DatasetBuilder, "download_and_prepare", side_effect=failure, autospec=True
+    ) as prepare:
+        with pytest.raises(DatasetNotAvailableError) as error:
+            load_images(name, data_dir=str(tmp_path))
+    prepare.assert_called_once()
+    message = str(error.value)
+    assert name in message and str(tmp_path) in message
+    assert "ConnectionError: Failed to resolve 'www.cs.toronto.edu'" in message
     assert "tfds build" in message and "synthetic_shapes" in message
     assert ("manual" in message) == (name == "celebahq256")
-    assert isinstance(error.value, FileNotFoundError)
+    assert error.value.__cause__ is failure

@@ -22,34 +22,49 @@ TFDS_SOURCES = {
 
 
 class DatasetNotAvailableError(FileNotFoundError):
-    """A TFDS dataset is not prepared locally (and is not downloaded here)."""
+    """A TFDS dataset is not prepared locally, and was not or could not be downloaded."""
 
 
-def _not_available_message(name, builder, data_dir):
+def _not_available_message(name, builder, data_dir, download_error):
     tfds_name = TFDS_SOURCES[name].tfds_name
     where = f"data_dir={data_dir!r}" if data_dir else "the default TFDS data directory"
-    lines = [
-        f"Dataset {name!r} (TFDS {tfds_name!r}) is not prepared in {where} "
-        f"(looked for {builder.data_dir}). keras_sdn never downloads datasets.",
-    ]
+    summary = f"Dataset {name!r} (TFDS {tfds_name!r}) is not prepared in {where} "
+    if download_error is None:
+        summary += f"(looked for {builder.data_dir}), and it is not downloaded (download=False)."
+    else:
+        summary += (
+            f"and downloading and preparing it in {builder.data_dir} failed: "
+            f"{type(download_error).__name__}: {download_error}"
+        )
+    lines = [summary]
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-        lines.append(
+        manual = (
             "It needs a manual download: put the files TFDS asks for into "
             "<manual_dir>, run `tfds build "
             f"{tfds_name} --manual_dir=<manual_dir> --data_dir=<dir>`, then pass "
-            "data_dir=<dir> (or set TFDS_DATA_DIR). TFDS says:\n"
-            + builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()
+            "data_dir=<dir> (or set TFDS_DATA_DIR)."
         )
+        if download_error is None:  # else TFDS' error above quotes its instructions
+            manual += " TFDS says:\n" + builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()
+        lines.append(manual)
     else:
+        if download_error is None:
+            start = "download=True downloads and prepares it, as tfds.load does; or prepare it"
+        else:
+            start = "Try again, or prepare it"
         lines.append(
-            f"Prepare it on a machine with internet access with `tfds build {tfds_name} "
-            "--data_dir=<dir>`, copy <dir> here and pass data_dir=<dir> (or set TFDS_DATA_DIR)."
+            f"{start} with `tfds build {tfds_name} --data_dir=<dir>` (on a machine with "
+            "internet access; copy <dir> here if that is another one) and pass "
+            "data_dir=<dir> (or set TFDS_DATA_DIR)."
         )
-    lines.append("The built-in offline dataset needs nothing: name='synthetic_shapes'.")
+    lines.append(
+        "The built-in offline dataset needs nothing: name='synthetic_shapes'; "
+        "a directory of your own PNG or JPEG images works too: name='<directory>'."
+    )
     return "\n".join(lines)
 
 
-def tfds_examples(name, split, data_dir=None, shuffle_files=False, seed=0):
+def tfds_examples(name, split, data_dir=None, shuffle_files=False, seed=0, download=False):
     """The TFDS examples (dicts of features) of one of `TFDS_SOURCES`.
 
     Args:
@@ -58,15 +73,28 @@ def tfds_examples(name, split, data_dir=None, shuffle_files=False, seed=0):
         data_dir: TFDS data directory (default: TFDS's own default).
         shuffle_files: whether to read the files in a shuffled order.
         seed: the file shuffling seed.
+        download: whether to download and prepare the dataset in `data_dir`
+            first if it is not prepared there, as `tfds.load` does
+            (`builder.download_and_prepare()`; datasets with a manual
+            download, like CelebA-HQ, are prepared only from files already
+            in TFDS' manual directory). Off here, so that a bare call never
+            starts a download; `load_images` turns it on by default.
 
     Returns:
         A `tf.data.Dataset` of feature dicts.
 
     Raises:
-        DatasetNotAvailableError: the dataset is not prepared in `data_dir`.
+        DatasetNotAvailableError: the dataset is not prepared in `data_dir`
+            and `download` is False, or downloading or preparing it failed.
     """
     source = TFDS_SOURCES[name]
     builder = tfds.builder(source.tfds_name, data_dir=data_dir)
+    if download:
+        try:
+            builder.download_and_prepare()  # returns at once when already prepared
+        except Exception as error:  # network, disk, checksum, manual-file errors alike
+            message = _not_available_message(name, builder, data_dir, error)
+            raise DatasetNotAvailableError(message) from error
     try:
         return builder.as_dataset(
             split=source.splits[split],
@@ -77,6 +105,5 @@ def tfds_examples(name, split, data_dir=None, shuffle_files=False, seed=0):
         # TFDS asserts that the prepared files exist before reading them.
         if "could not find data" not in str(error):
             raise
-        message = _not_available_message(name, builder, data_dir)
+        message = _not_available_message(name, builder, data_dir, download_error=None)
         raise DatasetNotAvailableError(message) from None
-
