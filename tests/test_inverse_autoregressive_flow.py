@@ -186,9 +186,16 @@ def test_output_scale_multiplies_the_outputs():
         np.testing.assert_allclose(scaled.numpy(), 0.1 * full.numpy(), rtol=1e-12)
 
 
-def test_network_config_round_trip_and_saving(tmp_path):
+@pytest.mark.parametrize("weight_normalization", [False, True])
+def test_network_config_round_trip_and_saving(tmp_path, weight_normalization):
     network = AutoregressiveConvNetwork(
-        Z, hidden_channels=6, num_hidden_layers=1, kernel_size=5, output_scale=0.5, name="arn"
+        Z,
+        hidden_channels=6,
+        num_hidden_layers=1,
+        kernel_size=5,
+        output_scale=0.5,
+        weight_normalization=weight_normalization,
+        name="arn",
     )
     clone = AutoregressiveConvNetwork.from_config(network.get_config())
     assert clone.get_config() == network.get_config()
@@ -199,8 +206,67 @@ def test_network_config_round_trip_and_saving(tmp_path):
     model.save(path)
     restored = keras.saving.load_model(path)
     z, context = (tf.cast(t, tf.float32) for t in random_inputs())
+    assert len(restored.weights) == len(model.weights) == 5 + 2 * weight_normalization
     for expected, actual in zip(model([z, context]), restored([z, context])):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_weight_normalization_gives_each_output_channel_the_norm_g():
+    network = make_network(weight_normalization=True, num_hidden_layers=2)
+    z, context = random_inputs()
+    network(z, context)
+    assert len(network.kernel_gains) == 3
+    rng = np.random.default_rng(4)
+    for index, (gain, mask) in enumerate(zip(network.kernel_gains, network._masks)):
+        gain.assign(rng.uniform(0.5, 2.0, size=gain.shape))
+        kernel = network.masked_kernel(index).numpy()
+        assert np.all(kernel[mask == 0] == 0)
+        np.testing.assert_allclose(
+            np.sqrt((kernel**2).sum(axis=(0, 1, 2))), gain.numpy(), rtol=1e-12
+        )
+
+
+def test_weight_normalization_starts_from_the_masked_kernel():
+    z, context = random_inputs()
+    normalised = make_network(weight_normalization=True)
+    normalised(z, context)
+    for index, gain in enumerate(normalised.kernel_gains):
+        masked = normalised.kernels[index].numpy() * normalised._masks[index]
+        np.testing.assert_allclose(gain.numpy(), np.sqrt((masked**2).sum(axis=(0, 1, 2))))
+    plain = make_network()
+    plain(z, context)
+    plain.set_weights([w.numpy() for w in normalised.weights if not w.name.startswith("g_")])
+    for expected, actual in zip(plain(z, context), normalised(z, context)):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_weight_normalization_gradient_matches_finite_differences():
+    network = make_network(weight_normalization=True)
+    z, context = random_inputs()
+    weights = np.random.default_rng(5).normal(size=(2,) + tuple(z.shape))
+
+    def objective():
+        shift, log_scale = network(z, context)
+        return tf.reduce_sum(shift * weights[0] + log_scale * weights[1])
+
+    objective()
+    variables = [network.kernels[1], network.kernel_gains[1]]
+    with tf.GradientTape() as tape:
+        value = objective()
+    gradients = tape.gradient(value, variables)
+    step = 1e-6
+    for variable, gradient in zip(variables, gradients):
+        flat = variable.numpy().ravel()
+        for position in (0, flat.size // 2, flat.size - 1):
+            shifted = []
+            for sign in (1, -1):
+                perturbed = flat.copy()
+                perturbed[position] += sign * step
+                variable.assign(perturbed.reshape(variable.shape))
+                shifted.append(objective().numpy())
+            variable.assign(flat.reshape(variable.shape))
+            numerical = (shifted[0] - shifted[1]) / (2 * step)
+            np.testing.assert_allclose(gradient.numpy().ravel()[position], numerical, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -369,17 +435,22 @@ def test_gradients_reach_every_network_weight():
         assert np.abs(gradient.numpy()).sum() > 0
 
 
-def test_mixed_precision_network_keeps_latent_dtype():
+@pytest.mark.parametrize("weight_normalization", [False, True])
+def test_mixed_precision_network_keeps_latent_dtype(weight_normalization):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        network = AutoregressiveConvNetwork(Z, hidden_channels=8)
+        network = AutoregressiveConvNetwork(
+            Z, hidden_channels=8, weight_normalization=weight_normalization
+        )
     finally:
         keras.config.set_dtype_policy(previous)
     z0, context = (tf.cast(t, tf.float32) for t in random_inputs())
     flow = InverseAutoregressiveFlow(network, tf.cast(context, tf.float16))
-    assert flow.forward(z0).dtype == tf.float32
+    z = flow.forward(z0)
+    assert z.dtype == tf.float32 and np.isfinite(z.numpy()).all()
     assert flow.forward_log_det_jacobian(z0, event_ndims=3).dtype == tf.float32
+    assert all(gain.dtype == "float32" for gain in network.kernel_gains)
 
 
 def test_flow_rejects_non_callable_network():

@@ -5,6 +5,8 @@ import numpy as np
 from keras import ops
 
 from keras_sdn._checks import check_int
+from keras_sdn.layers.weight_normalization import kernel_norm
+from keras_sdn.layers.weight_normalization import normalize_kernel
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -33,6 +35,14 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
     are multiplied by `output_scale`, so that a new flow starts near the
     identity.
 
+    With `weight_normalization=True` every masked kernel is weight-normalised
+    (Salimans & Kingma, 2016), as in the authors' code: the convolution uses
+    `g * (v * mask) / ||v * mask||`, the norm taken per output channel (over
+    the taps and input channels), with a learned `g` per output channel,
+    initialised to `||v * mask||` so that the initial kernel is `v * mask`.
+    Masked taps stay zero. The context projection, which the authors' network
+    does not have (it adds the context as it is), is not normalised.
+
     Args:
         z_channels: int >= 1, the number of latent channels `Z`.
         hidden_channels: int >= 1, channels of every hidden layer.
@@ -41,6 +51,8 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
             convolutions ("same" padding); 1 removes every dependency across
             pixels.
         output_scale: float, multiplies the shift and the log-scale.
+        weight_normalization: bool, whether to weight-normalise the masked
+            kernels.
         **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -65,6 +77,7 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         num_hidden_layers=2,
         kernel_size=3,
         output_scale=0.1,
+        weight_normalization=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +92,7 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         self.num_hidden_layers = num_hidden_layers
         self.kernel_size = kernel_size
         self.output_scale = float(output_scale)
+        self.weight_normalization = bool(weight_normalization)
 
     def build(self, z_shape, context_shape):
         _check_image_shape("z", z_shape, channels=self.z_channels)
@@ -92,13 +106,22 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         )
         centre_taps.append(output_degrees[None, :] >= hidden_degrees[:, None])
         self._masks = [_raster_mask(self.kernel_size, centre) for centre in centre_taps]
-        self.kernels, self.biases = [], []
+        self.kernels, self.kernel_gains, self.biases = [], [], []
         for index, mask in enumerate(self._masks):
-            self.kernels.append(
-                self.add_weight(
-                    name=f"kernel_{index}", shape=mask.shape, initializer="glorot_uniform"
-                )
+            kernel = self.add_weight(
+                name=f"kernel_{index}", shape=mask.shape, initializer="glorot_uniform"
             )
+            self.kernels.append(kernel)
+            if self.weight_normalization:
+                self.kernel_gains.append(
+                    self.add_weight(
+                        name=f"g_{index}",
+                        shape=mask.shape[-1:],
+                        initializer=lambda shape, dtype, v=kernel, m=mask: kernel_norm(v * m),
+                        dtype=kernel.dtype,
+                        autocast=False,
+                    )
+                )
             self.biases.append(
                 self.add_weight(name=f"bias_{index}", shape=mask.shape[-1:], initializer="zeros")
             )
@@ -121,9 +144,12 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         return shift, log_scale
 
     def masked_kernel(self, index):
-        """The effective kernel of masked convolution `index`, mask applied."""
+        """The kernel of masked convolution `index` as applied: masked, normalised if enabled."""
         kernel = self.kernels[index]
-        return kernel * ops.cast(self._masks[index], kernel.dtype)
+        masked = kernel * ops.cast(self._masks[index], kernel.dtype)
+        if self.weight_normalization:
+            return normalize_kernel(masked, self.kernel_gains[index])
+        return masked
 
     def compute_output_shape(self, z_shape, context_shape):
         return tuple(z_shape), tuple(z_shape)
@@ -136,6 +162,7 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
             num_hidden_layers=self.num_hidden_layers,
             kernel_size=self.kernel_size,
             output_scale=self.output_scale,
+            weight_normalization=self.weight_normalization,
         )
         return config
 
