@@ -48,6 +48,7 @@ from PIL import Image  # noqa: E402
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
+from keras_sdn.data import DatasetNotAvailableError  # noqa: E402
 from keras_sdn.data import Shapes3D  # noqa: E402
 from keras_sdn.data import SyntheticShapes  # noqa: E402
 from keras_sdn.data import load_images  # noqa: E402
@@ -107,6 +108,20 @@ def parse_args(argv=None):
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
     add_strategy_arguments(parser)
     args = parser.parse_args(argv)
+    positive = (
+        "steps", "backup_every", "batch_size", "learning_rate", "latent_dim", "sdn_num_features",
+        "eval_batches", "metric_points", "metric_batch_size", "variance_samples", "mig_samples",
+    )  # fmt: skip
+    for name in positive:
+        value = getattr(args, name)
+        if not value > 0:
+            parser.error(f"argument --{name.replace('_', '-')}: expected a positive value, got {value}")
+    if not 1 <= args.num_bits <= 8:
+        parser.error(f"argument --num-bits: expected an integer in [1, 8], got {args.num_bits}")
+    if min(args.betas) <= 0:
+        parser.error(f"argument --betas: expected positive values, got {args.betas}")
+    if args.beta_warmup_steps is not None and args.beta_warmup_steps < 0:
+        parser.error(f"argument --beta-warmup-steps: expected >= 0, got {args.beta_warmup_steps}")
     if args.steps % min(args.backup_every, args.steps):
         parser.error(f"--steps {args.steps} is not a multiple of --backup-every")
     return args
@@ -236,7 +251,10 @@ def main(argv=None):
     output_dir = pathlib.Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if args.dataset == "shapes3d":
-        ground_truth = Shapes3D(data_dir=args.data_dir)
+        try:
+            ground_truth = Shapes3D(data_dir=args.data_dir)
+        except DatasetNotAvailableError as error:
+            raise SystemExit(f"error: {error}") from None
     else:
         ground_truth = SyntheticShapes()
     _, shown = ground_truth.sample(NUM_RECONSTRUCTIONS, seed=args.seed)
