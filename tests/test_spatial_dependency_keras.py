@@ -288,3 +288,21 @@ def test_export_loads_without_keras_sdn(tmp_path, weight_normalization):
 
     assert result.stdout.strip().splitlines()[-1] == "[]"
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("initializer", ["glorot_uniform", keras.initializers.Orthogonal()])
+def test_every_kernel_draws_its_own_random_values(initializer):
+    # One initializer instance draws its seed once: shared by the kernels, it
+    # gave the projections and the sweeps' input weights the same values.
+    layer = ResidualSpatialDependency(8, num_features=8, kernel_initializer=initializer)
+    layer.build((None, 6, 6, 8))
+    kernels = [
+        layer.residual.kernel,
+        layer.spatial_dependency.project_in.kernel,
+        layer.spatial_dependency.project_out.kernel,
+        layer.spatial_dependency.kernel,
+    ]
+    prefixes = [np.abs(np.ravel(k.numpy())[:32]) for k in kernels]
+    for index, first in enumerate(prefixes):
+        for second in prefixes[index + 1 :]:
+            assert abs(np.corrcoef(first, second)[0, 1]) < 0.9

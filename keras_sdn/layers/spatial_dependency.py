@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_sdn.layers._base import SpatialDependencyBase
 from keras_sdn.layers._base import check_image_input
+from keras_sdn.layers._base import clone_initializer
 from keras_sdn.layers._base import project_in_layer
 from keras_sdn.layers.sweep import sweeps
 
@@ -93,14 +94,14 @@ class SpatialDependency(SpatialDependencyBase):
         self.kernel = self.add_weight(
             name="kernel",
             shape=(count, features, 3 * features),
-            initializer=self.kernel_initializer,
+            initializer=clone_initializer(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
         self.recurrent_kernel = self.add_weight(
             name="recurrent_kernel",
             shape=(count, 3 * features, 3 * features),
-            initializer=self.recurrent_initializer,
+            initializer=clone_initializer(self.recurrent_initializer),
             regularizer=self.recurrent_regularizer,
             constraint=self.recurrent_constraint,
         )
@@ -108,7 +109,7 @@ class SpatialDependency(SpatialDependencyBase):
             self.bias = self.add_weight(
                 name="bias",
                 shape=(count, 2, 3 * features),
-                initializer=self.bias_initializer,
+                initializer=clone_initializer(self.bias_initializer),
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
             )
