@@ -159,6 +159,7 @@ def test_errors_name_the_argument(folder, tmp_path):
         (dict(name=root, image_size=None), "image_size"),
         (dict(name=root, test_fraction=0.0), "test_fraction"),
         (dict(name=root, test_fraction=1.0), "test_fraction"),
+        (dict(name=root, test_fraction="0.2"), "test_fraction"),
         (dict(name="synthetic_shapes", test_fraction=0.2), "test_fraction"),
         (dict(name=root, num_examples=0), "num_examples"),
         (dict(name=root, split="test", random_flip=True), "random_flip"),

@@ -1,6 +1,7 @@
 """`load_images`: batched uint8 image pipelines for every dataset of the package."""
 
 import hashlib
+import numbers
 import os
 import pathlib
 import warnings
@@ -155,7 +156,8 @@ def load_images(
         )
     if not isinstance(download, bool):
         raise ValueError(f"Expected `download` to be True or False. Received: download={download!r}")
-    if test_fraction is not None and (is_named or not 0.0 < test_fraction < 1.0):
+    fraction_valid = isinstance(test_fraction, numbers.Real) and 0.0 < test_fraction < 1.0
+    if test_fraction is not None and (is_named or not fraction_valid):
         raise ValueError(
             "Expected `test_fraction` to be None, or a number in (0, 1) when `name` is a "
             f"directory. Received: test_fraction={test_fraction!r} with name={name!r}"
