@@ -1,0 +1,3 @@
+"""Helpers for the optimizer step of a custom `train_step`."""
+
+from keras_sdn.optimizers.update_skipper import UpdateSkipper
