@@ -48,14 +48,18 @@ VARIANTS = {
     ),
     "bpd_objective": ("objective in nats per image (bits/dim, epsilon 1e-7)", undo_objective_scale),
     "channel_masks": (
-        "spatial IAF masks (masks over channels only)",
-        lambda args: args.set.append('iaf_mask="channels"'),
+        "IAF-VAE's masks (masks over channels only)",
+        lambda args: args.set.append('iaf_ordering="channels"'),
+    ),
+    "glorot_init": (
+        "orthogonal kernels (Glorot-uniform)",
+        lambda args: args.set.append('kernel_initializer="glorot_uniform"'),
     ),
     "flips": ("the dataset's flip default (flips forced on)", lambda args: setattr(
         args, "random_flip", "on")),
     "no_update_skipping": (
         "update skipping",
-        lambda args: args.set.append("skip_threshold=null"),
+        lambda args: args.set.append("skip_factor=null"),
     ),
 }
 

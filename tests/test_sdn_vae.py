@@ -11,6 +11,8 @@ import tensorflow as tf
 from keras_sdn.data import load_images
 from keras_sdn.layers import DIRECTIONS
 from keras_sdn.layers import ResidualSpatialDependency
+from keras_sdn.layers import SpatialDependency
+from keras_sdn.layers import WeightNormalization
 from keras_sdn.models import SDNVAE
 from keras_sdn.models.sdn_vae import PRESETS
 
@@ -78,7 +80,8 @@ def test_fit_lowers_the_loss_and_reports_consistent_metrics(trained):
     # The top (4x4) block is on the SDN path, the 8x8 one is convolutional.
     assert isinstance(model.blocks[1].down_in, ResidualSpatialDependency)
     assert not isinstance(model.blocks[0].down_out, ResidualSpatialDependency)
-    assert set(history) == {"loss", "elbo", "kl", "bpd"}
+    assert set(history) == {"loss", "elbo", "kl", "bpd", "skipped_updates"}
+    assert history["skipped_updates"][-1] == 0
     assert history["loss"][-1] < history["loss"][0] - 0.1
     elbo, bpd = np.array(history["elbo"]), np.array(history["bpd"])
     np.testing.assert_allclose(bpd, -elbo / (DIMENSIONS * math.log(2.0)), rtol=1e-5)
@@ -267,8 +270,88 @@ def test_presets_give_their_arguments(name):
 
 
 def test_config_round_trip():
-    config = SDNVAE(**SMALL, use_sdn=False, free_bits=0.5, seed=7, name="vae").get_config()
+    config = SDNVAE(
+        **SMALL,
+        use_sdn=False,
+        free_bits=0.5,
+        weight_normalization=False,
+        kernel_initializer="he_normal",
+        skip_factor=None,
+        iaf_ordering="channels",
+        seed=7,
+        name="vae",
+    ).get_config()
     assert SDNVAE.from_config(config).get_config() == config
+
+
+def test_every_convolution_is_weight_normalised_but_not_the_sweeps():
+    model = SDNVAE(**SMALL)
+    wrapped = [
+        layer.layer for layer in model._flatten_layers() if isinstance(layer, WeightNormalization)
+    ]
+    plain = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense))
+        and not any(layer is inner for inner in wrapped)
+    ]
+    assert not plain
+    # Per block: up_in, up_out (not in the top block), down_in and down_out as
+    # convolutions or ResSDN layers (project-in, project-out, residual
+    # convolution each); then the input and output layers.
+    blocks = SMALL["num_layers"]
+    sdn_layers = len(_sdn_layers(model))
+    expected = 2 * blocks - 1 + 3 * sdn_layers + (2 * blocks - sdn_layers) + 2
+    if isinstance(model.output_layer, ResidualSpatialDependency):
+        expected += 2
+    assert len(wrapped) == expected
+    assert all(block.iaf_network.weight_normalization for block in model.blocks)
+    # The gate weights of the sweeps are plain variables of the SDN layers.
+    sweeps = [layer for layer in model._flatten_layers() if isinstance(layer, SpatialDependency)]
+    assert sweeps and all(not isinstance(layer.kernel, keras.layers.Layer) for layer in sweeps)
+
+
+def test_kernels_start_orthogonal():
+    model = SDNVAE(**SMALL, weight_normalization=False)
+    kernel = model.input_layer.kernel.numpy().reshape(-1, SMALL["hidden_channels"])
+    np.testing.assert_allclose(kernel.T @ kernel, np.eye(SMALL["hidden_channels"]), atol=1e-5)
+
+
+def poisoned_sdn_vae(poison, **kwargs):
+    """An SDNVAE whose objective is multiplied by `poison` (1, or NaN to inject NaN gradients)."""
+
+    class PoisonedSDNVAE(SDNVAE):
+        def _objective(self, log_likelihood, kls):
+            return super()._objective(log_likelihood, kls) * poison
+
+    return PoisonedSDNVAE(**kwargs)
+
+
+def test_an_update_with_a_nan_gradient_is_skipped_and_counted(images):
+    poison = tf.Variable(1.0, trainable=False)
+    model = poisoned_sdn_vae(poison, **{**SMALL, "use_sdn": False}, seed=2)
+    model.compile(optimizer=keras.optimizers.Adamax(5e-3))
+    batch = images[:BATCH]
+    first = model.train_on_batch(batch, return_dict=True)
+    assert first["skipped_updates"] == 0 and int(model.optimizer.iterations) == 1
+    weights = [w.numpy() for w in model.trainable_weights]
+    averages = [a.numpy() for a in model.averaged_weights]
+
+    poison.assign(float("nan"))
+    poisoned = model.train_on_batch(batch, return_dict=True)
+    assert poisoned["skipped_updates"] == 1
+    assert int(model.optimizer.iterations) == 1
+    for before, weight in zip(weights, model.trainable_weights):
+        np.testing.assert_array_equal(before, weight.numpy())
+    for before, average in zip(averages, model.averaged_weights):
+        assert np.all(np.isfinite(average.numpy()))
+        np.testing.assert_array_equal(before, average.numpy())
+
+    poison.assign(1.0)
+    healthy = model.train_on_batch(batch, return_dict=True)
+    assert healthy["skipped_updates"] == 1 and int(model.optimizer.iterations) == 2
+    assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_weights)
+    assert not np.array_equal(weights[0], model.trainable_weights[0].numpy())
 
 
 def test_unknown_preset_raises():
@@ -321,7 +404,9 @@ def test_mixed_precision_training(images):
         model.compile()
         history, _ = train(model, images[:32], epochs=1)
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-        assert all(w.dtype == "float32" for w in model.weights)
+        # Every float variable is float32; the update skipper also counts in int64.
+        assert all(w.dtype in ("float32", "int64") for w in model.weights)
+        assert all(w.dtype == "float32" for w in model.trainable_weights)
         assert np.isfinite(history["loss"][0])
         elbo = model(images[:4])["elbo"]
         assert elbo.dtype == tf.float32 and np.all(np.isfinite(elbo))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from tensorflow.core.util import event_pb2
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_sdn_vae.py"
 _spec = importlib.util.spec_from_file_location("train_sdn_vae", SCRIPT)
@@ -40,6 +41,21 @@ def run(output_dir, *arguments):
     )
 
 
+def logged_images(log_dir):
+    """The images of TensorBoard's image plugin in the event files of `log_dir`, by tag."""
+    images = {}
+    for path in log_dir.glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    width, height, png = tf.make_ndarray(value.tensor)
+                    image = tf.io.decode_png(png).numpy()
+                    assert image.shape[:2] == (int(height), int(width))
+                    images[value.tag] = image
+    return images
+
+
 def test_train_evaluate_sample_export_and_resume(tmp_path):
     first = run(tmp_path, "--epochs=1")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -51,9 +67,15 @@ def test_train_evaluate_sample_export_and_resume(tmp_path):
     assert 0 < results["test_bits_per_dim_importance_weighted"] < 16
     assert 0 < results["test_bits_per_dim_elbo"] < 16
 
-    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
-    grid = Image.open(tmp_path / "samples.png")
-    assert grid.size[0] > 0 and grid.size[1] > 0
+    logged = logged_images(tmp_path / "logs" / "train")
+    assert set(logged) == {"samples", "reconstructions"}
+    # Four temperatures of two 8x8 samples; two pairs of rows (test images,
+    # reconstructions) of two images: each image with a one-pixel gap.
+    assert logged["samples"].shape == (4 * 9, 2 * 9, 3)
+    assert logged["reconstructions"].shape == (4 * 9, 2 * 9, 3)
+    for name in ("samples", "reconstructions"):
+        picture = Image.open(tmp_path / f"{name}.png")
+        assert picture.size[0] > logged[name].shape[1] and picture.size[1] > logged[name].shape[0]
 
     exported = tf.saved_model.load(str(tmp_path / "saved_model"))
     served = exported.signatures["serving_default"](images=tf.zeros((3, 8, 8, 3), tf.uint8))

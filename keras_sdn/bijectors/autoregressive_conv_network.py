@@ -9,6 +9,10 @@ from keras_sdn.layers.weight_normalization import kernel_norm
 from keras_sdn.layers.weight_normalization import normalize_kernel
 
 
+# The autoregressive orders of the network (see `ordering`).
+ORDERINGS = ("raster", "channels")
+
+
 @keras.saving.register_keras_serializable(package="keras_sdn")
 class AutoregressiveConvNetwork(keras.layers.Layer):
     """Masked convolutional network of IAF-VAE: autoregressive in raster order.
@@ -53,6 +57,11 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         output_scale: float, multiplies the shift and the log-scale.
         weight_normalization: bool, whether to weight-normalise the masked
             kernels.
+        ordering: `"raster"` (the default, described above) or
+            `"channels"`: every tap follows the centre tap's channel mask, so
+            that output channel `d` depends on channels `0 .. d - 1` at every
+            pixel the kernel reaches, and channel 0 on the context only (the
+            autoregressive order is over channels alone).
         **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -78,9 +87,12 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         kernel_size=3,
         output_scale=0.1,
         weight_normalization=False,
+        ordering="raster",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if ordering not in ORDERINGS:
+            raise ValueError(f"Expected `ordering` in {ORDERINGS}. Received: ordering={ordering!r}")
         check_int("z_channels", z_channels, low=1)
         check_int("hidden_channels", hidden_channels, low=1)
         check_int("num_hidden_layers", num_hidden_layers, low=1)
@@ -93,6 +105,7 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.output_scale = float(output_scale)
         self.weight_normalization = bool(weight_normalization)
+        self.ordering = ordering
 
     def build(self, z_shape, context_shape):
         _check_image_shape("z", z_shape, channels=self.z_channels)
@@ -105,7 +118,9 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
             self.num_hidden_layers - 1
         )
         centre_taps.append(output_degrees[None, :] >= hidden_degrees[:, None])
-        self._masks = [_raster_mask(self.kernel_size, centre) for centre in centre_taps]
+        self._masks = [
+            _mask(self.kernel_size, centre, self.ordering == "raster") for centre in centre_taps
+        ]
         self.kernels, self.kernel_gains, self.biases = [], [], []
         for index, mask in enumerate(self._masks):
             kernel = self.add_weight(
@@ -163,17 +178,20 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
             kernel_size=self.kernel_size,
             output_scale=self.output_scale,
             weight_normalization=self.weight_normalization,
+            ordering=self.ordering,
         )
         return config
 
 
-def _raster_mask(kernel_size, centre):
-    """`(k, k, fan_in, fan_out)` float mask of a convolution autoregressive in raster order.
+def _mask(kernel_size, centre, raster):
+    """`(k, k, fan_in, fan_out)` float mask of an autoregressive convolution.
 
-    Taps before the centre in raster order connect every channel pair, the
-    centre tap the pairs where `centre` (a `(fan_in, fan_out)` bool array) is
-    true, later taps none.
+    The centre tap connects the channel pairs where `centre` (a `(fan_in,
+    fan_out)` bool array) is true. In raster order, taps before the centre
+    connect every pair and later taps none; otherwise every tap is the centre's.
     """
+    if not raster:
+        return np.broadcast_to(centre, (kernel_size, kernel_size) + centre.shape).astype("float32")
     taps = kernel_size * kernel_size
     before = (np.arange(taps) < taps // 2).reshape(kernel_size, kernel_size, 1, 1)
     mask = np.broadcast_to(before, before.shape[:2] + centre.shape).astype("float32")

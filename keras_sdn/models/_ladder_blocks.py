@@ -8,6 +8,30 @@ from keras_sdn.bijectors import InverseAutoregressiveFlow
 from keras_sdn.distribute import replica_normal
 from keras_sdn.distributions import diagonal_gaussian
 from keras_sdn.layers import ResidualSpatialDependency
+from keras_sdn.layers import WeightNormalization
+from keras_sdn.layers._base import clone_initializer
+
+
+def convolution(
+    filters, kernel_size, strides=1, transpose=False, weight_normalization=False,
+    kernel_initializer="glorot_uniform", **kwargs,
+):
+    """A "same"-padded `Conv2D` (or `Conv2DTranspose`), weight-normalised if asked.
+
+    The layer gets its own copy of `kernel_initializer`: Keras initializers
+    draw their seed once, so one instance shared by several layers would give
+    them all the same random values.
+    """
+    layer_class = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    layer = layer_class(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        kernel_initializer=clone_initializer(kernel_initializer),
+        **kwargs,
+    )
+    return WeightNormalization(layer, name=layer.name) if weight_normalization else layer
 
 
 def gated_residual(inputs, outputs):
@@ -50,6 +74,11 @@ class LadderBlock(keras.layers.Layer):
             layers (ignored without `sdn_features`).
         iaf_hidden_channels: Hidden channels of the IAF's masked network.
         iaf_hidden_layers: Hidden layers of the IAF's masked network.
+        iaf_ordering: Autoregressive order of the IAF's masked network.
+        weight_normalization: Whether every convolution (those of the
+            ResSDN layers and of the IAF network included, not the sweeps'
+            gate weights) is weight-normalised.
+        kernel_initializer: Initializer of the convolution kernels.
         seed: Seed of the block's latent sampling.
         **kwargs: Base `keras.layers.Layer` arguments.
 
@@ -69,6 +98,9 @@ class LadderBlock(keras.layers.Layer):
         sdn_directions=None,
         iaf_hidden_channels=100,
         iaf_hidden_layers=2,
+        iaf_ordering="raster",
+        weight_normalization=False,
+        kernel_initializer="glorot_uniform",
         seed=None,
         **kwargs,
     ):
@@ -84,64 +116,72 @@ class LadderBlock(keras.layers.Layer):
         )
         self.iaf_hidden_channels = iaf_hidden_channels
         self.iaf_hidden_layers = iaf_hidden_layers
+        self.iaf_ordering = iaf_ordering
+        self.weight_normalization = weight_normalization
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
 
         hidden, latent, context = hidden_channels, latent_channels, context_channels
         self._up_split = [hidden, latent, latent, context]
         self._down_split = [hidden, latent, latent, context, latent, latent]
-        sublayer = dict(dtype=self.dtype_policy)
-        if resample:
-            self.up_in = keras.layers.Conv2D(
-                sum(self._up_split), 4, strides=2, padding="same", name="up_in", **sublayer
-            )
-        else:
-            self.up_in = keras.layers.Conv2D(
-                sum(self._up_split), 3, padding="same", name="up_in", **sublayer
-            )
-        # Nothing reads the bottom-up output of the top block.
-        self.up_out = None if top else keras.layers.Conv2D(
-            2 * hidden, 3, padding="same", name="up_out", **sublayer
+        self.up_in = self._convolution(
+            sum(self._up_split), 4 if resample else 3, strides=2 if resample else 1, name="up_in"
         )
+        # Nothing reads the bottom-up output of the top block.
+        self.up_out = None if top else self._convolution(2 * hidden, 3, name="up_out")
         if sdn_features is None:
-            self.down_in = keras.layers.Conv2D(
-                sum(self._down_split), 3, padding="same", name="down_in", **sublayer
+            self.down_in = self._convolution(sum(self._down_split), 3, name="down_in")
+            self.down_out = self._convolution(
+                2 * hidden,
+                4 if resample else 3,
+                strides=2 if resample else 1,
+                transpose=resample,
+                name="down_out",
             )
-            if resample:
-                self.down_out = keras.layers.Conv2DTranspose(
-                    2 * hidden, 4, strides=2, padding="same", name="down_out", **sublayer
-                )
-            else:
-                self.down_out = keras.layers.Conv2D(
-                    2 * hidden, 3, padding="same", name="down_out", **sublayer
-                )
         else:
             directions_in, directions_out = self.sdn_directions
-            self.down_in = ResidualSpatialDependency(
-                sum(self._down_split),
+            sdn = dict(
                 num_features=sdn_features,
-                directions=directions_in,
-                kernel_size=3,
-                name="down_in",
-                **sublayer,
+                weight_normalization=weight_normalization,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy,
+            )
+            self.down_in = ResidualSpatialDependency(
+                sum(self._down_split), directions=directions_in, kernel_size=3, name="down_in",
+                **sdn,
             )
             self.down_out = ResidualSpatialDependency(
                 2 * hidden,
-                num_features=sdn_features,
                 directions=directions_out,
                 kernel_size=4 if resample else 3,
                 upsample=2 if resample else 1,
                 name="down_out",
-                **sublayer,
+                **sdn,
             )
         # The flow and the densities are computed in float32 under mixed precision.
         self.iaf_network = AutoregressiveConvNetwork(
             latent,
             hidden_channels=iaf_hidden_channels,
             num_hidden_layers=iaf_hidden_layers,
+            weight_normalization=weight_normalization,
+            ordering=iaf_ordering,
             name="iaf_network",
             dtype="float32",
         )
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+
+    def _convolution(self, filters, kernel_size, strides=1, transpose=False, name=None):
+        """A "same"-padded convolution (or transposed one), weight-normalised if asked."""
+        return convolution(
+            filters,
+            kernel_size,
+            strides=strides,
+            transpose=transpose,
+            weight_normalization=self.weight_normalization,
+            kernel_initializer=self.kernel_initializer,
+            name=name,
+            dtype=self.dtype_policy,
+        )
 
     def build(self, input_shape):
         batch, height, width, _ = input_shape
@@ -241,6 +281,9 @@ class LadderBlock(keras.layers.Layer):
                 else [list(d) for d in self.sdn_directions],
                 "iaf_hidden_channels": self.iaf_hidden_channels,
                 "iaf_hidden_layers": self.iaf_hidden_layers,
+                "iaf_ordering": self.iaf_ordering,
+                "weight_normalization": self.weight_normalization,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "seed": self.seed,
             }
         )

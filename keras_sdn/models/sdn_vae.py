@@ -14,7 +14,10 @@ from keras_sdn.distribute import replica_loss
 from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.layers import DIRECTIONS
 from keras_sdn.layers import ResidualSpatialDependency
+from keras_sdn.layers._base import clone_initializer
 from keras_sdn.models._ladder_blocks import LadderBlock
+from keras_sdn.models._ladder_blocks import convolution
+from keras_sdn.optimizers import UpdateSkipper
 
 # The authors' `_get_dirs` order: left-to-right, right-to-left, top-to-bottom,
 # bottom-to-top. Handed out two at a time, one layer sweeps the rows both ways
@@ -109,7 +112,8 @@ class SDNVAE(keras.Model):
     computed top-down and a posterior whose Gaussian parameters are the sum
     of a bottom-up and a top-down term, followed by one inverse
     autoregressive flow step (a masked 3x3 convolutional network with a
-    context, as in the paper). The top-down output goes through ELU and a
+    context, as in the paper, autoregressive in raster order over pixels and
+    over channels within a pixel, IAF-VAE's masks). The top-down output goes through ELU and a
     convolution to the parameters of a discretized mixture of logistics
     (`DiscretizedLogisticMixture`, RGB-coupled).
 
@@ -148,7 +152,13 @@ class SDNVAE(keras.Model):
     (`keras_sdn.distribute.replica_loss`, `replica_normal`), except that the
     free-bits floor applies to each replica's batch mean.
 
-    Weight normalisation is not used.
+    As in the authors' code, every convolution and transposed convolution
+    (those inside the ResSDN layers and the IAF networks included, not the
+    sweeps' gate weights) is weight-normalised (`WeightNormalization`, the
+    norm initialised to that of the initial kernel), and the kernels start
+    orthogonal. An update whose gradient norm is not finite or more than
+    `skip_factor` times its running level is skipped (`UpdateSkipper`), as
+    NVAE and VDVAE do; the progress bar counts them as `skipped_updates`.
 
     Args:
         image_shape: `(height, width, channels)`; height and width divisible
@@ -170,9 +180,18 @@ class SDNVAE(keras.Model):
             in which directions are handed out to the ResSDN layers.
         iaf_hidden_channels: Hidden channels of the IAF networks.
         iaf_hidden_layers: Hidden layers of the IAF networks.
+        iaf_ordering: Autoregressive order of the IAF networks (see
+            `AutoregressiveConvNetwork`): `"raster"`, IAF-VAE's masks, or
+            `"channels"`.
         context_channels: Channels of the IAF context.
         free_bits: KL floor in nats per stochastic layer (batch mean).
         ema_decay: Decay of the weight average, in [0, 1).
+        weight_normalization: Whether the convolutions are weight-normalised.
+        kernel_initializer: Initializer of the convolution kernels (and of
+            the sweeps' input weights).
+        skip_factor: Updates with a gradient norm above `skip_factor` times
+            its running level, or not finite, are skipped; `None` applies
+            every update.
         seed: Seed of the model's sampling (None: from Keras' global seed).
         **kwargs: Base `keras.Model` arguments (`name`, `dtype`, ...).
 
@@ -214,9 +233,13 @@ class SDNVAE(keras.Model):
         sdn_direction_order=AUTHORS_DIRECTION_ORDER,
         iaf_hidden_channels=100,
         iaf_hidden_layers=2,
+        iaf_ordering="raster",
         context_channels=100,
         free_bits=0.01,
         ema_decay=0.999,
+        weight_normalization=True,
+        kernel_initializer="orthogonal",
+        skip_factor=10.0,
         seed=None,
         **kwargs,
     ):
@@ -286,9 +309,13 @@ class SDNVAE(keras.Model):
         self.sdn_direction_order = sdn_direction_order
         self.iaf_hidden_channels = iaf_hidden_channels
         self.iaf_hidden_layers = iaf_hidden_layers
+        self.iaf_ordering = iaf_ordering
         self.context_channels = context_channels
         self.free_bits = free_bits
         self.ema_decay = ema_decay
+        self.weight_normalization = weight_normalization
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.skip_factor = skip_factor
         self.seed = seed
 
         height, width, channels = image_shape
@@ -302,9 +329,12 @@ class SDNVAE(keras.Model):
             return tuple(itertools.islice(directions, count))
 
         sublayer = dict(dtype=self.dtype_policy)
-        self.input_layer = keras.layers.Conv2D(
-            hidden_channels, 3, padding="same", name="input_layer", **sublayer
+        convolutions = dict(
+            weight_normalization=weight_normalization,
+            kernel_initializer=self.kernel_initializer,
+            **sublayer,
         )
+        self.input_layer = convolution(hidden_channels, 3, name="input_layer", **convolutions)
         self.blocks = []
         scale = max(height, width)
         for index in range(num_layers):
@@ -323,6 +353,9 @@ class SDNVAE(keras.Model):
                     else (take(sdn_directions), take(sdn_directions)),
                     iaf_hidden_channels=iaf_hidden_channels,
                     iaf_hidden_layers=iaf_hidden_layers,
+                    iaf_ordering=iaf_ordering,
+                    weight_normalization=weight_normalization,
+                    kernel_initializer=self.kernel_initializer,
                     seed=None if seed is None else seed + 1 + index,
                     name=f"ladder_block_{index}",
                     **sublayer,
@@ -334,19 +367,22 @@ class SDNVAE(keras.Model):
         params_size = DiscretizedLogisticMixture.params_size(num_mixtures, channels)
         output_features = self._sdn_features_at(max(height, width))
         if output_features is None:
-            self.output_layer = keras.layers.Conv2D(
-                params_size, 3, padding="same", name="output_layer", **sublayer
-            )
+            self.output_layer = convolution(params_size, 3, name="output_layer", **convolutions)
         else:
             self.output_layer = ResidualSpatialDependency(
                 params_size,
                 num_features=output_features,
                 directions=take(len(DIRECTIONS)),
                 kernel_size=3,
+                weight_normalization=weight_normalization,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 name="output_layer",
                 **sublayer,
             )
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.update_skipper = (
+            None if skip_factor is None else UpdateSkipper(factor=skip_factor, name="update_skipper")
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -515,9 +551,17 @@ class SDNVAE(keras.Model):
             loss = self._objective(log_likelihood, kls)
             scaled_loss = self.optimizer.scale_loss(replica_loss(loss))
         weights = self.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, weights), weights))
-        self._update_averages()
-        return self._update_metrics(loss, log_likelihood, kls)
+        gradients = tape.gradient(scaled_loss, weights)
+        if self.update_skipper is None:
+            self.optimizer.apply(gradients, weights)
+            applied = True
+        else:
+            applied = self.update_skipper.apply(self.optimizer, gradients, weights)
+        self._update_averages(applied)
+        logs = self._update_metrics(loss, log_likelihood, kls)
+        if self.update_skipper is not None:
+            logs["skipped_updates"] = self.update_skipper.skipped_updates
+        return logs
 
     def test_step(self, data):
         images = keras.utils.unpack_x_y_sample_weight(data)[0]
@@ -525,9 +569,11 @@ class SDNVAE(keras.Model):
             log_likelihood, kls = self._elbo_terms(images)
         return self._update_metrics(self._objective(log_likelihood, kls), log_likelihood, kls)
 
-    def _update_averages(self):
+    def _update_averages(self, applied):
+        """Moves the averages towards the weights, unless the update was skipped."""
         step = ops.cast(self.optimizer.iterations, "float32")
         decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        decay = ops.where(applied, decay, 1.0)
         for weight, average in zip(self.trainable_weights, self.averaged_weights):
             average.assign(decay * average + (1.0 - decay) * weight)
 
@@ -792,8 +838,12 @@ class SDNVAE(keras.Model):
             "sdn_direction_order": list(self.sdn_direction_order),
             "iaf_hidden_channels": self.iaf_hidden_channels,
             "iaf_hidden_layers": self.iaf_hidden_layers,
+            "iaf_ordering": self.iaf_ordering,
             "context_channels": self.context_channels,
             "free_bits": self.free_bits,
             "ema_decay": self.ema_decay,
+            "weight_normalization": self.weight_normalization,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "skip_factor": self.skip_factor,
             "seed": self.seed,
         }
