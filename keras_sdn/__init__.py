@@ -2,7 +2,7 @@
 
 The layers are imported eagerly; the subpackages that pull in TensorFlow
 Probability or TensorFlow Datasets (`distributions`, `bijectors`, `models`,
-`metrics`, `data`, `export`) are imported on first access, so that using only
+`metrics`, `data`, `export`), and `distribute` and `optimizers`, are imported on first access, so that using only
 the layers does not pay for importing those libraries.
 """
 
@@ -16,7 +16,7 @@ from keras_sdn.layers import WeightNormalization
 __version__ = "0.1.0"
 
 _LAZY_SUBMODULES = (
-    "bijectors", "data", "distribute", "distributions", "export", "metrics", "models"
+    "bijectors", "data", "distribute", "distributions", "export", "metrics", "models", "optimizers"
 )
 
 
