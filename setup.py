@@ -20,7 +20,10 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
-        "keras>=3",
+        # >=3.5: checked to provide every public Keras API the package uses (3.0
+        # lacks `keras.tree`); tested on 3.15. <4: a major release may change them.
+        # Workarounds of private Keras code are gated by version: keras_sdn/_compat.py.
+        "keras>=3.5,<4",
         "tensorflow-probability[tf]",
         "tensorflow-datasets",
         "numpy",

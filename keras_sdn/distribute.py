@@ -8,7 +8,7 @@ splits every global batch over the replicas.
 `BackupAndRestore` is `keras.callbacks.BackupAndRestore` with a backup that is
 never half-written and that is safe with several workers.
 `enable_multi_worker_fit` works around Keras 3 bugs that stop `fit` under
-`MultiWorkerMirroredStrategy`.
+`MultiWorkerMirroredStrategy` (on the Keras versions it was tested on).
 
 Custom `train_step`s (the VAEs) call `replica_loss` on the loss they
 differentiate, and draw their noise with `replica_normal`, so that a training
@@ -37,6 +37,8 @@ import uuid
 
 import keras
 import tensorflow as tf
+
+from keras_sdn import _compat
 
 STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -89,54 +91,18 @@ def strategy_from_name(name, tpu=None):
 def enable_multi_worker_fit():
     """Makes Keras' `fit` and `evaluate` work under `MultiWorkerMirroredStrategy`.
 
-    With the TensorFlow backend, Keras 3 (3.15 included; keras-team/keras
-    issue 20585) fails there in two places: (1) before training it averages
-    the first batch over the workers to learn the input shapes, which fails
-    for `(x, y)` tuples and for integer images (collectives take no uint8);
-    (2) after every step it averages each metric over the workers along an
-    axis 0 that a scalar metric does not have. This wraps both Keras
-    functions: (1) takes the shapes from this worker's part of the batch,
-    (2) averages scalar metrics over the replicas. Nothing changes outside
-    multi-worker training. Idempotent; `strategy_from_name("multi_worker")`
-    calls it.
+    Keras 3's `fit` fails there for `(x, y)` data, integer images and scalar
+    metrics (keras-team/keras issue 20585). This applies the workaround of
+    `keras_sdn._compat.patch_multi_worker_fit`, which replaces two private
+    Keras functions, and only on the Keras versions it was tested on
+    (`keras_sdn._compat.TESTED_KERAS_VERSIONS`); on others it warns and
+    changes nothing. Nothing changes outside multi-worker training.
+    Idempotent; `strategy_from_name("multi_worker")` calls it.
+
+    Returns:
+        Whether the workaround is in place.
     """
-    from keras.src.backend.tensorflow import trainer
-
-    if getattr(trainer, "_keras_sdn_multi_worker_fit", False):
-        return
-    reduce_per_replica = trainer.reduce_per_replica
-    maybe_symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    def multi_worker(strategy):
-        return isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy
-        ) and strategy.extended._in_multi_worker_mode()
-
-    def reduce_scalars_over_replicas(values, strategy, reduction):
-        if not (multi_worker(strategy) and reduction in ("auto", "mean")):
-            return reduce_per_replica(values, strategy, reduction)
-
-        def reduce(value):
-            if strategy.experimental_local_results(value)[0].shape.rank == 0:
-                return strategy.reduce("MEAN", value, axis=None)
-            return reduce_per_replica(value, strategy, reduction)
-
-        return keras.tree.map_structure(reduce, values)
-
-    def build_from_local_batch(model, iterator=None, data_batch=None):
-        strategy = model._distribute_strategy
-        if iterator is None or not multi_worker(strategy):
-            return maybe_symbolic_build(model, iterator=iterator, data_batch=data_batch)
-        for _, _, batches in iterator:
-            data_batch = keras.tree.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0], next(batches)
-            )
-            break
-        return maybe_symbolic_build(model, data_batch=data_batch)
-
-    trainer.reduce_per_replica = reduce_scalars_over_replicas
-    trainer.TensorFlowTrainer._maybe_symbolic_build = build_from_local_batch
-    trainer._keras_sdn_multi_worker_fit = True
+    return _compat.patch_multi_worker_fit()
 
 
 def add_strategy_arguments(parser):
