@@ -278,3 +278,37 @@ def test_float32_computation_under_mixed_precision():
     expected = reference_log_prob(params.numpy().astype(np.float64), images, 3, 8)
     np.testing.assert_allclose(log_prob.numpy(), expected, rtol=1e-5)
     assert distribution.sample(seed=0).dtype == tf.int32
+
+
+@pytest.mark.parametrize(
+    "index, batch_shape",
+    [(0, (2,)), (-1, (2,)), (slice(None, 2), (2, 2)), ((1, slice(1, None)), (1,)), ((2, 0), ())],
+)
+def test_batch_slicing(index, batch_shape):
+    rng = np.random.default_rng(5)
+    params = random_params(rng, (3, 2, 2, 3), num_mixtures=2, channels=3)  # batch (3, 2)
+    images = rng.integers(0, 2**5, (3, 2, 2, 3, 3))
+    full = DiscretizedLogisticMixture(params, channels=3, num_bits=5)
+    sliced = full[index]
+    assert sliced.batch_shape == batch_shape
+    assert sliced.event_shape == (2, 3, 3)
+    assert tuple(sliced.batch_shape_tensor().numpy()) == batch_shape
+    assert sliced.sample(seed=(1, 2)).shape == batch_shape + (2, 3, 3)
+    log_prob = sliced.log_prob(images[index]).numpy()
+    flat_params = params[index].reshape((-1, 2, 3, params.shape[-1]))
+    flat_images = images[index].reshape((-1, 2, 3, 3))
+    expected = reference_log_prob(flat_params, flat_images, channels=3, num_bits=5)
+    np.testing.assert_allclose(log_prob, expected.reshape(batch_shape), rtol=1e-10)
+    np.testing.assert_allclose(log_prob, full.log_prob(images).numpy()[index], rtol=1e-12)
+
+
+def test_batch_slicing_keeps_the_temperature_and_bit_depth():
+    rng = np.random.default_rng(6)
+    params = random_params(rng, (3, 2, 2), num_mixtures=2, channels=1).astype(np.float32)
+    images = rng.integers(0, 2**4, (3, 2, 2, 1))
+    full = DiscretizedLogisticMixture(params, channels=1, num_bits=4, temperature=0.7)
+    sliced = full[:2]
+    rebuilt = DiscretizedLogisticMixture(params[:2], channels=1, num_bits=4, temperature=0.7)
+    assert (sliced.num_bits, sliced.channels) == (4, 1)
+    assert sliced.temperature.numpy() == np.float32(0.7)
+    np.testing.assert_array_equal(sliced.log_prob(images[:2]), rebuilt.log_prob(images[:2]))

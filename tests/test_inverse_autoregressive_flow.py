@@ -313,9 +313,9 @@ def test_network_bad_arguments_raise(kwargs, message):
 
 def test_network_bad_input_shapes_raise():
     z, context = random_inputs()
-    with pytest.raises(ValueError, match="`z` must have shape"):
+    with pytest.raises(ValueError, match="Expected `z` of shape"):
         make_network(z_channels=Z + 1)(z, context)
-    with pytest.raises(ValueError, match="`context` must have shape"):
+    with pytest.raises(ValueError, match="Expected `context` of shape"):
         make_network()(z, context[0])
 
 

@@ -224,14 +224,14 @@ def test_residual_parameter_count():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(filters=0), "`filters` must be a positive integer"),
-        (dict(filters=4, num_features=-2), "`num_features` must be a positive integer"),
-        (dict(filters=4, directions=["up", "sideways"]), "`directions` must be"),
-        (dict(filters=4, directions=5), "`directions` must be an int in 1..4"),
-        (dict(filters=4, directions=[]), "`directions` must be"),
-        (dict(filters=4, upsample=0), "`upsample` must be a positive integer"),
+        (dict(filters=0), "Expected `filters` to be an int >= 1"),
+        (dict(filters=4, num_features=-2), "Expected `num_features` to be an int >= 1"),
+        (dict(filters=4, directions=["up", "sideways"]), "Expected `directions`"),
+        (dict(filters=4, directions=5), r"Expected `directions` to be an int in \[1, 4\]"),
+        (dict(filters=4, directions=[]), "Expected `directions`"),
+        (dict(filters=4, upsample=0), "Expected `upsample` to be an int >= 1"),
         (dict(filters=4, data_format="channels_first"), "channels_last"),
-        (dict(filters=4, weight_normalization="yes"), "`weight_normalization` must be a bool"),
+        (dict(filters=4, weight_normalization="yes"), "Expected `weight_normalization` to be True"),
     ],
 )
 @pytest.mark.parametrize("layer_class", LAYERS)

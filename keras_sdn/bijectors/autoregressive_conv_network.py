@@ -4,7 +4,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sdn._checks import check_bool
+from keras_sdn._checks import check_choice
 from keras_sdn._checks import check_int
+from keras_sdn._checks import check_number
 from keras_sdn.layers.weight_normalization import kernel_norm
 from keras_sdn.layers.weight_normalization import normalize_kernel
 
@@ -91,21 +94,17 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if ordering not in ORDERINGS:
-            raise ValueError(f"Expected `ordering` in {ORDERINGS}. Received: ordering={ordering!r}")
-        check_int("z_channels", z_channels, low=1)
-        check_int("hidden_channels", hidden_channels, low=1)
-        check_int("num_hidden_layers", num_hidden_layers, low=1)
-        check_int("kernel_size", kernel_size, low=1)
+        self.ordering = check_choice("ordering", ordering, ORDERINGS)
+        self.z_channels = check_int("z_channels", z_channels, 1)
+        self.hidden_channels = check_int("hidden_channels", hidden_channels, 1)
+        self.num_hidden_layers = check_int("num_hidden_layers", num_hidden_layers, 1)
+        self.kernel_size = check_int("kernel_size", kernel_size, 1)
         if kernel_size % 2 == 0:
-            raise ValueError(f"`kernel_size` must be odd; got kernel_size={kernel_size}.")
-        self.z_channels = z_channels
-        self.hidden_channels = hidden_channels
-        self.num_hidden_layers = num_hidden_layers
-        self.kernel_size = kernel_size
-        self.output_scale = float(output_scale)
-        self.weight_normalization = bool(weight_normalization)
-        self.ordering = ordering
+            raise ValueError(
+                f"Expected `kernel_size` to be an odd int. Received: kernel_size={kernel_size}"
+            )
+        self.output_scale = check_number("output_scale", output_scale)
+        self.weight_normalization = check_bool("weight_normalization", weight_normalization)
 
     def build(self, z_shape, context_shape):
         _check_image_shape("z", z_shape, channels=self.z_channels)
@@ -202,4 +201,4 @@ def _mask(kernel_size, centre, raster):
 def _check_image_shape(name, shape, channels=None):
     if len(shape) != 4 or (channels is not None and shape[-1] != channels):
         expected = f"(batch, height, width, {channels if channels is not None else 'channels'})"
-        raise ValueError(f"`{name}` must have shape {expected}; got {tuple(shape)}.")
+        raise ValueError(f"Expected `{name}` of shape {expected}. Received: shape={tuple(shape)}")

@@ -73,8 +73,8 @@ class InverseAutoregressiveFlow(tfb.Bijector):
         parameters = dict(locals())
         if not callable(network):
             raise ValueError(
-                "`network` must be a callable (z, context) -> (shift, log_scale); "
-                f"got network={network!r}."
+                "Expected `network` to be a callable (z, context) -> (shift, log_scale). "
+                f"Received: network={network!r}"
             )
         with tf.name_scope(name) as name:
             self._network = network

@@ -4,6 +4,8 @@ import abc
 
 import numpy as np
 
+from keras_sdn._checks import check_int
+
 
 class GroundTruthData(abc.ABC):
     """Data generated from known, independently and uniformly sampled factors.
@@ -45,10 +47,9 @@ class GroundTruthData(abc.ABC):
         Returns:
             int64 array of shape `(n, num_factors)`.
         """
-        if not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"`n` must be a non-negative integer, got {n!r}.")
+        n = check_int("n", n, 0)
         rng = np.random.default_rng(seed)
-        return rng.integers(0, self.factor_sizes, size=(int(n), self.num_factors))
+        return rng.integers(0, self.factor_sizes, size=(n, self.num_factors))
 
     def sample(self, n, seed=None):
         """Returns `(factors, observations)` for `n` sampled factor vectors."""
@@ -60,14 +61,17 @@ class GroundTruthData(abc.ABC):
         factors = np.asarray(factors)
         if factors.ndim != 2 or factors.shape[1] != self.num_factors:
             raise ValueError(
-                f"`factors` must have shape (n, {self.num_factors}), "
-                f"got {factors.shape}."
+                f"Expected `factors` of shape (n, {self.num_factors}). "
+                f"Received: factors.shape={factors.shape}"
             )
         if not np.issubdtype(factors.dtype, np.integer):
-            raise ValueError(f"`factors` must be integers, got dtype {factors.dtype}.")
+            raise ValueError(
+                f"Expected `factors` to be integers. Received: factors.dtype={factors.dtype}"
+            )
         if np.any(factors < 0) or np.any(factors >= np.asarray(self.factor_sizes)):
             raise ValueError(
-                f"`factors` must lie in [0, factor_sizes) with factor_sizes="
-                f"{tuple(self.factor_sizes)}."
+                f"Expected `factors` in [0, factor_sizes) with factor_sizes="
+                f"{tuple(self.factor_sizes)}. Received: factors from {factors.min(0).tolist()} "
+                f"to {factors.max(0).tolist()}"
             )
         return factors.astype(np.int64)

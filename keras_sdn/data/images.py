@@ -1,14 +1,16 @@
 """`load_images`: batched uint8 image pipelines for every dataset of the package."""
 
 import hashlib
-import numbers
 import os
 import pathlib
 import warnings
 
 import tensorflow as tf
 
+from keras_sdn._checks import check_bool
+from keras_sdn._checks import check_choice
 from keras_sdn._checks import check_int
+from keras_sdn._checks import check_number
 from keras_sdn.data.synthetic_shapes import SyntheticShapes
 from keras_sdn.data.tfds_sources import TFDS_SOURCES
 from keras_sdn.data.tfds_sources import tfds_examples
@@ -39,7 +41,9 @@ def quantize(images, num_bits):
     check_int("num_bits", num_bits, 1, 8)
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.uint8:
-        raise ValueError(f"`images` must be uint8, got {images.dtype.name}.")
+        raise ValueError(
+            f"Expected `images` of dtype uint8. Received: images.dtype={images.dtype.name}"
+        )
     return tf.bitwise.right_shift(images, tf.constant(8 - num_bits, tf.uint8))
 
 
@@ -136,8 +140,7 @@ def load_images(
             f"Expected `name` to be one of {DATASET_NAMES} or the path of an existing "
             f"directory of PNG or JPEG images. Received: name={name!r}"
         )
-    if split not in SPLITS:
-        raise ValueError(f"Expected `split` to be one of {SPLITS}. Received: split={split!r}")
+    check_choice("split", split, SPLITS)
     check_int("batch_size", batch_size, 1)
     check_int("num_bits", num_bits, 1, 8)
     check_int("seed", seed, 0)
@@ -145,22 +148,21 @@ def load_images(
         check_int("image_size", image_size, 8)
     if num_examples is not None:
         check_int("num_examples", num_examples, 1)
-    if random_flip is not None and not isinstance(random_flip, bool):
-        raise ValueError(
-            f"Expected `random_flip` to be None, True or False. Received: random_flip={random_flip!r}"
-        )
+    random_flip = check_bool("random_flip", random_flip, allow_none=True)
     if random_flip and split == "test":
         raise ValueError(
             "Expected `random_flip` to be None or False for the test split: test data is never "
             f"flipped. Received: random_flip={random_flip!r} with split={split!r}"
         )
-    if not isinstance(download, bool):
-        raise ValueError(f"Expected `download` to be True or False. Received: download={download!r}")
-    fraction_valid = isinstance(test_fraction, numbers.Real) and 0.0 < test_fraction < 1.0
-    if test_fraction is not None and (is_named or not fraction_valid):
-        raise ValueError(
-            "Expected `test_fraction` to be None, or a number in (0, 1) when `name` is a "
-            f"directory. Received: test_fraction={test_fraction!r} with name={name!r}"
+    download = check_bool("download", download)
+    if test_fraction is not None:
+        if is_named:
+            raise ValueError(
+                "Expected `test_fraction` to be None when `name` is a dataset name (it splits "
+                f"a directory). Received: test_fraction={test_fraction!r} with name={name!r}"
+            )
+        test_fraction = check_number(
+            "test_fraction", test_fraction, 0, 1, low_open=True, high_open=True
         )
     if random_flip is None:
         random_flip = split == "train" and name in FLIPPED_BY_DEFAULT

@@ -62,6 +62,7 @@ class Shapes3D(GroundTruthData):
         if np.any(rows < 0):
             missing = factors[np.argmax(rows < 0)].tolist()
             raise ValueError(
-                f"`factors` include combinations missing from the loaded data, e.g. {missing}."
+                "Expected `factors` to be combinations present in the loaded data. "
+                f"Received: factors including {missing}, which is missing"
             )
         return self._images[rows]

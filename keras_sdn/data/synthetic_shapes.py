@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_sdn._checks import check_choice
+from keras_sdn._checks import check_int
 from keras_sdn.data.ground_truth import GroundTruthData
 
 # Scene layout, in fractions of the image side (v grows downwards).
@@ -98,9 +100,7 @@ class SyntheticShapes(GroundTruthData):
     shape_names = ("cube", "cylinder", "sphere", "capsule")
 
     def __init__(self, image_size=64):
-        if not isinstance(image_size, (int, np.integer)) or image_size < 8:
-            raise ValueError(f"`image_size` must be an integer >= 8, got {image_size!r}.")
-        self.image_size = int(image_size)
+        self.image_size = check_int("image_size", image_size, 8)
         self._hues = _hue_to_rgb(np.arange(10) / 10.0)[:, :, None, None]
         self._object_sizes = (len(self.shape_names), len(_OBJECT_RADII), len(_SHIFTS))
         self._tabulate_scenes()
@@ -204,8 +204,7 @@ class SyntheticShapes(GroundTruthData):
         Returns:
             int64 array of shape `(num_examples, 6)`.
         """
-        if split not in _DEFAULT_SPLIT_SIZES:
-            raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
+        check_choice("split", split, tuple(_DEFAULT_SPLIT_SIZES))
         order = np.random.default_rng(_SPLIT_SEED).permutation(np.prod(self.factor_sizes))
         if split == "test":
             combinations = order[:_NUM_TEST_COMBINATIONS]
@@ -213,11 +212,6 @@ class SyntheticShapes(GroundTruthData):
             combinations = order[_NUM_TEST_COMBINATIONS:]
         if num_examples is None:
             num_examples = _DEFAULT_SPLIT_SIZES[split]
-        valid = isinstance(num_examples, (int, np.integer)) and num_examples > 0
-        if not valid or num_examples > len(combinations):
-            raise ValueError(
-                f"`num_examples` must be an integer in [1, {len(combinations)}] for "
-                f"split {split!r}, got {num_examples!r}."
-            )
-        chosen = combinations[: int(num_examples)]
+        num_examples = check_int("num_examples", num_examples, 1, len(combinations))
+        chosen = combinations[:num_examples]
         return np.stack(np.unravel_index(chosen, self.factor_sizes), axis=1).astype(np.int64)

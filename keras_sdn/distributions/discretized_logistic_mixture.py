@@ -3,10 +3,9 @@
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import prefer_static as ps
-from tensorflow_probability.python.internal import samplers
 
 from keras_sdn._checks import check_int
+from keras_sdn._checks import check_temperature
 
 tfd = tfp.distributions
 
@@ -41,9 +40,10 @@ class DiscretizedLogisticMixture(tfd.Distribution):
             Half-precision params are computed in float32.
         channels: int >= 1, the number of image channels `C` (1 or 3 usually).
         num_bits: int in 1..8, the bit depth of the values.
-        temperature: positive float, multiplies the scale of every logistic
-            (the distribution, its samples and its log-probabilities are
-            those of the tempered model).
+        temperature: finite positive float (or a scalar float tensor, not
+            checked), multiplies the scale of every logistic (the
+            distribution, its samples and its log-probabilities are those of
+            the tempered model).
         validate_args: Python bool, check the values passed to `log_prob`.
         name: name of the distribution.
 
@@ -51,7 +51,8 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         batch shape `params.shape[:-3]`, event shape `(height, width, channels)`;
         `sample()` and `mode()` return int32 images, `log_prob(x)` returns the
         log-likelihood of each image in nats (summed over its event), float32
-        (float64 if `params` are float64).
+        (float64 if `params` are float64). Indexing slices the batch:
+        `likelihood[0]` is the distribution of the first image.
 
     Example:
 
@@ -79,17 +80,17 @@ class DiscretizedLogisticMixture(tfd.Distribution):
                 params = tf.cast(params, tf.float32)
             if not params.dtype.is_floating:
                 raise ValueError(
-                    f"`params` must be a floating-point tensor; got dtype {params.dtype.name}."
+                    "Expected `params` to be a floating-point tensor. "
+                    f"Received: params.dtype={params.dtype.name}"
                 )
             if params.shape.rank is not None and params.shape.rank < 3:
                 raise ValueError(
-                    "`params` must have shape (..., height, width, P); got shape "
-                    f"{params.shape}."
+                    "Expected `params` of shape (..., height, width, P). "
+                    f"Received: params.shape={params.shape}"
                 )
             self._num_mixtures = _num_mixtures(params.shape[-1], channels)
             check_int("num_bits", num_bits, low=1, high=8)
-            if isinstance(temperature, (int, float)) and not temperature > 0:
-                raise ValueError(f"`temperature` must be positive; got {temperature}.")
+            temperature = check_temperature(temperature)
             self._params = params
             self._channels = channels
             self._num_bits = num_bits
@@ -104,6 +105,17 @@ class DiscretizedLogisticMixture(tfd.Distribution):
                 parameters=parameters,
                 name=name,
             )
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(
+            # An event is one image: the last three axes, (height, width, P).
+            params=tfp.util.ParameterProperties(event_ndims=3, shape_fn=_params_shape),
+            # A scalar shared by the whole batch: never sliced.
+            temperature=tfp.util.ParameterProperties(
+                event_ndims=None, default_constraining_bijector_fn=tfp.bijectors.Softplus
+            ),
+        )
 
     @staticmethod
     def params_size(num_mixtures, channels):
@@ -136,13 +148,13 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         return self._params.shape[:-3]
 
     def _batch_shape_tensor(self):
-        return ps.shape(self._params)[:-3]
+        return tf.shape(self._params)[:-3]
 
     def _event_shape(self):
         return self._params.shape[-3:-1].concatenate([self._channels])
 
     def _event_shape_tensor(self):
-        return ps.concat([ps.shape(self._params)[-3:-1], [self._channels]], axis=0)
+        return tf.concat([tf.shape(self._params)[-3:-1], [self._channels]], axis=0)
 
     @property
     def _max_value(self):
@@ -158,11 +170,11 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         logits, means, log_scales, coefficients = tf.split(
             self._params, [k, k * c, k * c, k * c * (c - 1) // 2], axis=-1
         )
-        leading = ps.shape(self._params)[:-1]
-        means = tf.reshape(means, ps.concat([leading, [k, c]], axis=0))
-        log_scales = tf.reshape(log_scales, ps.concat([leading, [k, c]], axis=0))
+        leading = tf.shape(self._params)[:-1]
+        means = tf.reshape(means, tf.concat([leading, [k, c]], axis=0))
+        log_scales = tf.reshape(log_scales, tf.concat([leading, [k, c]], axis=0))
         coefficients = tf.reshape(
-            tf.tanh(coefficients), ps.concat([leading, [k, c * (c - 1) // 2]], axis=0)
+            tf.tanh(coefficients), tf.concat([leading, [k, c * (c - 1) // 2]], axis=0)
         )
         scales = tf.exp(tf.maximum(log_scales, _MIN_LOG_SCALE)) * self._temperature
         return logits, means, scales, coefficients
@@ -198,7 +210,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         logits, means, scales, coefficients = self._components()
         unit_values = self._to_unit_range(values)[..., tf.newaxis, :]
         means = tf.broadcast_to(
-            means, ps.broadcast_shape(ps.shape(means), ps.shape(unit_values))
+            means, tf.broadcast_dynamic_shape(tf.shape(means), tf.shape(unit_values))
         )
         earlier = [unit_values[..., c] for c in range(self._channels)]
         coupled_means = tf.stack(
@@ -212,7 +224,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
             self._quantized_logistic(coupled_means, scales), reinterpreted_batch_ndims=1
         )
         mixture = tfd.Categorical(
-            logits=tf.broadcast_to(logits, ps.shape(coupled_means)[:-1])
+            logits=tf.broadcast_to(logits, tf.shape(coupled_means)[:-1])
         )
         return tfd.MixtureSameFamily(mixture, components)
 
@@ -231,7 +243,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         ]
 
     def _sample_n(self, n, seed=None):
-        component_seed, *channel_seeds = samplers.split_seed(
+        component_seed, *channel_seeds = tfp.random.split_seed(
             seed, n=1 + self._channels, salt="DiscretizedLogisticMixture"
         )
         logits = self._params[..., : self._num_mixtures]
@@ -331,8 +343,17 @@ def _num_mixtures(params_size, channels):
     per_mixture = _params_per_mixture(channels)
     if params_size is None or params_size % per_mixture:
         raise ValueError(
-            "The last axis of `params` must have a static size that is a multiple of "
-            f"{per_mixture} (DiscretizedLogisticMixture.params_size(1, {channels})); "
-            f"got {params_size}."
+            "Expected the last axis of `params` to have a static size that is a multiple of "
+            f"{per_mixture} (DiscretizedLogisticMixture.params_size(1, {channels})). "
+            f"Received: params.shape[-1]={params_size}"
         )
     return params_size // per_mixture
+
+
+def _params_shape(sample_shape):
+    """`ParameterProperties.shape_fn` of `params`: not defined by a sample's shape alone."""
+    raise NotImplementedError(
+        "The shape of `params` depends on the number of mixture components, which a "
+        f"sample's shape {sample_shape} does not give: it is (batch..., height, width, "
+        "DiscretizedLogisticMixture.params_size(num_mixtures, channels))."
+    )

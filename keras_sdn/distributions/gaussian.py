@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_sdn._checks import check_temperature
+
 tfd = tfp.distributions
 
 
@@ -16,7 +18,8 @@ def diagonal_gaussian(loc, log_scale, temperature=1.0):
     Args:
         loc: float tensor `(..., height, width, z)`, the means.
         log_scale: float tensor broadcastable to `loc`, log standard deviations.
-        temperature: positive float (or float tensor broadcastable to `loc`).
+        temperature: finite positive float (or float tensor broadcastable to
+            `loc`, not checked).
 
     Returns:
         `tfd.Independent(tfd.Normal(loc, exp(log_scale) * temperature),
@@ -32,10 +35,9 @@ def diagonal_gaussian(loc, log_scale, temperature=1.0):
     loc, log_scale = _full_precision(loc), _full_precision(log_scale)
     if loc.shape.rank is not None and loc.shape.rank < 3:
         raise ValueError(
-            f"`loc` must have shape (..., height, width, z); got shape {loc.shape}."
+            f"Expected `loc` of shape (..., height, width, z). Received: shape={loc.shape}"
         )
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(f"`temperature` must be positive; got {temperature}.")
+    temperature = check_temperature(temperature)
     temperature = tf.cast(tf.convert_to_tensor(temperature, dtype_hint=loc.dtype), loc.dtype)
     scale = tf.exp(tf.cast(log_scale, loc.dtype)) * temperature
     return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=3)

@@ -1,11 +1,17 @@
 """Arguments, validation and configuration shared by the spatial dependency layers."""
 
+import collections.abc
+
 import keras
+import numpy as np
 from keras import activations
 from keras import constraints
 from keras import initializers
 from keras import regularizers
 
+from keras_sdn._checks import check_bool
+from keras_sdn._checks import check_int
+from keras_sdn._compat import require_tensorflow_backend
 from keras_sdn.layers.sweep import DIRECTIONS
 from keras_sdn.layers.weight_normalization import WeightNormalization
 
@@ -17,43 +23,34 @@ def standardize_directions(directions):
         directions: An int `k` in 1..4 (the first `k` of `DIRECTIONS`), one
             direction name, or a non-empty sequence of names.
     """
-    if isinstance(directions, bool):
-        raise ValueError(
-            f"`directions` must be an int in 1..4 or direction names. Received: {directions!r}"
-        )
-    if isinstance(directions, int):
-        if not 1 <= directions <= len(DIRECTIONS):
-            raise ValueError(
-                f"`directions` must be an int in 1..{len(DIRECTIONS)} or a sequence of "
-                f"names from {DIRECTIONS}. Received: directions={directions}"
-            )
-        return DIRECTIONS[:directions]
     if isinstance(directions, str):
-        directions = (directions,)
-    directions = tuple(directions)
-    unknown = [name for name in directions if name not in DIRECTIONS]
-    if not directions or unknown:
+        names = (directions,)
+    elif isinstance(directions, (bool, np.bool_)):
+        names = ()
+    elif isinstance(directions, (int, np.integer)):
+        names = DIRECTIONS[:directions] if 1 <= directions <= len(DIRECTIONS) else ()
+    elif isinstance(directions, collections.abc.Iterable):
+        names = tuple(directions)
+    else:
+        names = ()
+    if not names or any(name not in DIRECTIONS for name in names):
         raise ValueError(
-            f"`directions` must be a non-empty sequence of names from {DIRECTIONS}. "
+            f"Expected `directions` to be an int in [1, {len(DIRECTIONS)}], a direction name "
+            f"or a non-empty sequence of names from {DIRECTIONS}. "
             f"Received: directions={directions!r}"
         )
-    return directions
+    return names
 
 
 def check_channels_last(data_format):
     data_format = data_format or keras.config.image_data_format()
     if data_format != "channels_last":
         raise ValueError(
-            "Spatial dependency layers support only data_format='channels_last' "
-            "(inputs shaped (batch, height, width, channels)). Received: "
-            f"data_format={data_format!r}. Transpose the inputs to channels-last."
+            "Expected `data_format` to be 'channels_last' (inputs shaped (batch, height, "
+            "width, channels)): spatial dependency layers support no other; transpose the "
+            f"inputs to channels-last. Received: data_format={data_format!r}"
         )
     return data_format
-
-
-def check_positive(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
 def project_in_layer(filters, kernel_size, upsample, name, **conv_kwargs):
@@ -68,13 +65,13 @@ def project_in_layer(filters, kernel_size, upsample, name, **conv_kwargs):
 def check_image_input(layer_name, input_shape):
     if len(input_shape) != 4:
         raise ValueError(
-            f"{layer_name} expects inputs of rank 4, (batch, height, width, channels). "
-            f"Received input_shape={tuple(input_shape)}"
+            f"Expected {layer_name} inputs of rank 4, (batch, height, width, channels). "
+            f"Received: input_shape={tuple(input_shape)}"
         )
     if input_shape[-1] is None:
         raise ValueError(
-            f"{layer_name} needs a known channel dimension (the last axis). "
-            f"Received input_shape={tuple(input_shape)}"
+            f"Expected {layer_name} inputs with a known channel dimension (the last axis). "
+            f"Received: input_shape={tuple(input_shape)}"
         )
 
 
@@ -110,19 +107,16 @@ class SpatialDependencyBase(keras.layers.Layer):
         weight_normalization=False,
         **kwargs,
     ):
+        require_tensorflow_backend(type(self).__name__)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        filters = check_int("filters", filters, 1)
         num_features = filters if num_features is None else num_features
-        check_positive("filters", filters)
-        check_positive("num_features", num_features)
-        check_positive("upsample", upsample)
-        if not isinstance(weight_normalization, bool):
-            raise ValueError(
-                "`weight_normalization` must be a bool. "
-                f"Received: weight_normalization={weight_normalization!r}"
-            )
+        num_features = check_int("num_features", num_features, 1)
+        upsample = check_int("upsample", upsample, 1)
+        weight_normalization = check_bool("weight_normalization", weight_normalization)
         if kernel_size is None:
             kernel_size = self.default_kernel_size if upsample == 1 else 2 * upsample
-        check_positive("kernel_size", kernel_size)
+        kernel_size = check_int("kernel_size", kernel_size, 1)
         self.filters = filters
         self.num_features = num_features
         self.directions = standardize_directions(directions)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_sdn._checks import check_int
+from keras_sdn._checks import check_number
 from keras_sdn.metrics.representations import check_counts
 from keras_sdn.metrics.representations import encode_factors
 
@@ -52,16 +53,13 @@ def factor_vae_score(
     >>> scores["factor_vae_score"]
     """
     check_counts(
-        batch_size=batch_size,
         num_train=num_train,
         num_eval=num_eval,
         encode_batch_size=encode_batch_size,
     )
+    check_int("batch_size", batch_size, 2)  # a variance
     check_int("num_variance_estimate", num_variance_estimate, 2)
-    if batch_size < 2:
-        raise ValueError(f"`batch_size` must be at least 2 (a variance), got {batch_size}.")
-    if not prune_threshold >= 0:
-        raise ValueError(f"`prune_threshold` must be >= 0, got {prune_threshold!r}.")
+    check_number("prune_threshold", prune_threshold, low=0)
     rng = np.random.default_rng(seed)
 
     factors = ground_truth.sample_factors(num_variance_estimate, rng)

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_sdn._checks import check_number
+
 
 class LogisticRegression:
     """L2-regularised multinomial logistic regression (scikit-learn's defaults).
@@ -24,9 +26,7 @@ class LogisticRegression:
     """
 
     def __init__(self, C=1.0, max_iterations=100, tolerance=1e-8):
-        if not C > 0:
-            raise ValueError(f"`C` must be positive, got {C!r}.")
-        self.C = C
+        self.C = check_number("C", C, low=0, low_open=True)
         self.max_iterations = max_iterations
         self.tolerance = tolerance
         self.classes_ = None
@@ -36,7 +36,9 @@ class LogisticRegression:
     def _with_intercept(features):
         features = np.asarray(features, np.float64)
         if features.ndim != 2:
-            raise ValueError(f"`features` must be 2-D (n, d), got shape {features.shape}.")
+            raise ValueError(
+                f"Expected `features` of shape (n, d). Received: features.shape={features.shape}"
+            )
         return np.concatenate([features, np.ones((len(features), 1))], axis=1)
 
     def _objective(self, inputs, one_hot, coefficients, penalty):
@@ -49,7 +51,10 @@ class LogisticRegression:
         inputs = self._with_intercept(features)
         self.classes_, label_index = np.unique(np.asarray(labels), return_inverse=True)
         if len(inputs) != len(label_index):
-            raise ValueError("`features` and `labels` must have the same length.")
+            raise ValueError(
+                "Expected `features` and `labels` of the same length. Received: "
+                f"len(features)={len(inputs)}, len(labels)={len(label_index)}"
+            )
         num_inputs, num_classes = inputs.shape[1], len(self.classes_)
         one_hot = np.eye(num_classes)[label_index]
         penalty = np.ones((num_inputs, 1))
@@ -95,7 +100,7 @@ class LogisticRegression:
 
     def predict_proba(self, features):
         if self.coefficients_ is None:
-            raise ValueError("The classifier must be fitted before predicting.")
+            raise ValueError("Expected a fitted classifier: call `fit` before predicting.")
         logits = self._with_intercept(features) @ self.coefficients_
         logits -= np.max(logits, axis=1, keepdims=True)
         probs = np.exp(logits)

@@ -65,7 +65,8 @@ def mig_score(
     check_int("encode_batch_size", encode_batch_size, 1)
     if min(ground_truth.factor_sizes) < 2:
         raise ValueError(
-            f"`ground_truth` factors must take at least 2 values, got {ground_truth.factor_sizes}."
+            "Expected `ground_truth` factors that take at least 2 values each. "
+            f"Received: factor_sizes={ground_truth.factor_sizes}"
         )
     rng = np.random.default_rng(seed)
     factors = ground_truth.sample_factors(num_train, rng)

@@ -31,8 +31,8 @@ def encode_factors(encode_fn, ground_truth, factors, batch_size):
         code = np.asarray(encode_fn(ground_truth.render(batch)), np.float64)
         if code.ndim != 2 or len(code) != len(batch):
             raise ValueError(
-                f"`encode_fn` must map {len(batch)} observations to an array of shape "
-                f"({len(batch)}, latent_dims), got shape {code.shape}."
+                f"Expected `encode_fn` to map {len(batch)} observations to an array of shape "
+                f"({len(batch)}, latent_dims). Received: an array of shape {code.shape}"
             )
         codes.append(code)
     codes = np.concatenate(codes)

@@ -1,13 +1,14 @@
 """Skipping optimizer updates whose gradient norm is non-finite or far above its running level."""
 
 import math
-import numbers
 
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_sdn._checks import check_int
+from keras_sdn._checks import check_number
+from keras_sdn._compat import require_tensorflow_backend
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -68,6 +69,9 @@ class UpdateSkipper(keras.layers.Layer):
     SDN-VAE and of its convolutional baseline, whose gradient norms grew 60-
     to 100-fold over those steps yet stayed below 4.7 times their level.
 
+    The skipper needs the TensorFlow backend (it uses `tf.distribute`); under
+    another one the constructor raises a `ValueError`.
+
     Args:
         factor: Skip an update whose norm exceeds `factor` times the running
             level, a number > 1; `None` turns this rule off.
@@ -112,18 +116,18 @@ class UpdateSkipper(keras.layers.Layer):
     def __init__(
         self, factor=10.0, max_norm=None, warmup=100, decay=0.99, patience=50, **kwargs
     ):
+        require_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
-        _check_number("factor", factor, above=1.0)
-        _check_number("max_norm", max_norm, above=0.0)
-        check_int("warmup", warmup, 1)
-        if not _is_number(decay) or not 0 < decay < 1:
-            raise ValueError(f"`decay` must be a number in (0, 1); got decay={decay!r}.")
+        if factor is not None:
+            factor = check_number("factor", factor, low=1.0, low_open=True)
+        if max_norm is not None:
+            max_norm = check_number("max_norm", max_norm, low=0.0, low_open=True)
         if patience is not None:
-            check_int("patience", patience, 1)
+            patience = check_int("patience", patience, 1)
         self.factor = factor
         self.max_norm = max_norm
-        self.warmup = warmup
-        self.decay = decay
+        self.warmup = check_int("warmup", warmup, 1)
+        self.decay = check_number("decay", decay, 0.0, 1.0, low_open=True, high_open=True)
         self.patience = patience
         self.build()
 
@@ -177,10 +181,15 @@ class UpdateSkipper(keras.layers.Layer):
         grads = list(grads)
         context = tf.distribute.get_replica_context()
         if context is None:
-            raise ValueError("`UpdateSkipper.apply` must be called in a replica context.")
+            raise ValueError(
+                "Expected `UpdateSkipper.apply` to be called in a replica context. Received: "
+                "a call in a cross-replica context (e.g. directly in `strategy.scope()`)"
+            )
         present = [grad for grad in grads if grad is not None]
         if not present:
-            raise ValueError(f"Expected at least one gradient that is not None; got grads={grads}.")
+            raise ValueError(
+                f"Expected at least one gradient that is not None. Received: grads={grads}"
+            )
         if context.num_replicas_in_sync > 1:
             present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
             summed = iter(present)
@@ -277,13 +286,3 @@ class UpdateSkipper(keras.layers.Layer):
             "decay": self.decay,
             "patience": self.patience,
         }
-
-
-def _check_number(name, value, above):
-    """Raises unless `value` is None or a number > `above`."""
-    if value is not None and (not _is_number(value) or not value > above):
-        raise ValueError(f"`{name}` must be a number > {above} or None; got {name}={value!r}.")
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
