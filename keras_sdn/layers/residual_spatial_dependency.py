@@ -20,9 +20,40 @@ class ResidualSpatialDependency(SpatialDependencyBase):
     inner layer's project-in. The activation, if any, is applied to `out`.
 
     Args:
-        Those of `SpatialDependency`; `kernel_size` defaults to 3 (or to
-        `2 * upsample` when up-sampling), and `weight_normalization` also
-        weight-normalises the convolution `conv`.
+        filters: Number of output channels.
+        num_features: Channels of the inner layer's corrected representation.
+            Defaults to `filters`.
+        directions: An int `k` in 1..4, meaning the first `k` of
+            `("up", "left", "right", "down")` (bottom-to-top, right-to-left,
+            left-to-right, top-to-bottom), or a sequence of those names,
+            swept in the given order.
+        kernel_size: Kernel size of the inner layer's project-in and of
+            `conv`. Defaults to 3, or to `2 * upsample` when up-sampling.
+        upsample: Integer up-sampling factor. With `upsample > 1` the inner
+            project-in and `conv` are transposed convolutions with that
+            stride.
+        activation: Activation applied to `out`. Defaults to none.
+        use_bias: Whether `conv`, the inner projections and the sweeps use
+            biases.
+        kernel_initializer: Initializer of `conv`, of the inner projections
+            and of the sweeps' input weights.
+        recurrent_initializer: Initializer of the sweeps' neighbourhood
+            weights.
+        bias_initializer: Initializer of all biases.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers of the same weights.
+        activity_regularizer: Regularizer of the output `out`.
+        kernel_constraint, recurrent_constraint, bias_constraint: Constraints
+            of the same weights.
+        data_format: Only `"channels_last"` is supported.
+        weight_normalization: Whether the kernels of `conv` and of the inner
+            project-in and project-out are weight-normalised
+            (`keras_sdn.layers.WeightNormalization`). The sweeps' gate
+            weights never are.
+        **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
+
+    The layer needs the TensorFlow backend; under another one the constructor
+    raises a `ValueError`.
 
     Input shape:
         `(batch, height, width, channels)`; height and width may be `None`.
@@ -40,11 +71,52 @@ class ResidualSpatialDependency(SpatialDependencyBase):
     default_kernel_size = 3
 
     def __init__(
-        self, filters, num_features=None, directions=4, kernel_size=None, upsample=1, **kwargs
+        self,
+        filters,
+        num_features=None,
+        directions=4,
+        kernel_size=None,
+        upsample=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        data_format=None,
+        weight_normalization=False,
+        **kwargs,
     ):
-        super().__init__(filters, num_features, directions, kernel_size, upsample, **kwargs)
+        super().__init__(
+            filters=filters,
+            num_features=num_features,
+            directions=directions,
+            kernel_size=kernel_size,
+            upsample=upsample,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            data_format=data_format,
+            weight_normalization=weight_normalization,
+            **kwargs,
+        )
         self.spatial_dependency = SpatialDependency(
-            2 * filters,
+            2 * self.filters,
             num_features=self.num_features,
             directions=self.directions,
             kernel_size=self.kernel_size,
@@ -58,7 +130,11 @@ class ResidualSpatialDependency(SpatialDependencyBase):
         )
         self.residual = self.kernel_layer(
             project_in_layer(
-                filters, self.kernel_size, self.upsample, name="residual", **self.weight_kwargs()
+                self.filters,
+                self.kernel_size,
+                self.upsample,
+                name="residual",
+                **self.weight_kwargs(),
             )
         )
 

@@ -54,6 +54,10 @@ class SpatialDependency(SpatialDependencyBase):
         weight_normalization: Whether the project-in and project-out kernels
             are weight-normalised (`keras_sdn.layers.WeightNormalization`), as
             in the authors' models. The sweeps' gate weights never are.
+        **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
+
+    The layer needs the TensorFlow backend; under another one the constructor
+    raises a `ValueError`.
 
     Input shape:
         `(batch, height, width, channels)`; height and width may be `None`.
@@ -69,9 +73,50 @@ class SpatialDependency(SpatialDependencyBase):
     """
 
     def __init__(
-        self, filters, num_features=None, directions=4, kernel_size=None, upsample=1, **kwargs
+        self,
+        filters,
+        num_features=None,
+        directions=4,
+        kernel_size=None,
+        upsample=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        data_format=None,
+        weight_normalization=False,
+        **kwargs,
     ):
-        super().__init__(filters, num_features, directions, kernel_size, upsample, **kwargs)
+        super().__init__(
+            filters=filters,
+            num_features=num_features,
+            directions=directions,
+            kernel_size=kernel_size,
+            upsample=upsample,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            data_format=data_format,
+            weight_normalization=weight_normalization,
+            **kwargs,
+        )
         self.project_in = self.kernel_layer(
             project_in_layer(
                 self.num_features,
@@ -82,7 +127,7 @@ class SpatialDependency(SpatialDependencyBase):
             )
         )
         self.project_out = self.kernel_layer(
-            keras.layers.Dense(filters, name="project_out", **self.weight_kwargs())
+            keras.layers.Dense(self.filters, name="project_out", **self.weight_kwargs())
         )
 
     def build(self, input_shape):
