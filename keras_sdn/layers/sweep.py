@@ -39,7 +39,11 @@ across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
 """
 
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util  # TF's XLA-context test, as TFP uses it
+
+try:  # TF's XLA-context test, as TFP uses it: private, so a TF release may move it
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+except ImportError:
+    GraphOrParentsInXlaContext = None
 
 DIRECTIONS = ("up", "left", "right", "down")
 
@@ -102,8 +106,12 @@ def _compiling_with_xla():
     """Whether the function being traced is compiled by XLA (`jit_compile=True`).
 
     The same test as TensorFlow Probability's `implementation_selection.is_xla`.
+    Without it (moved by a TF release) the answer is True: the batch is then
+    never halved, which is correct everywhere and only slower on a CPU.
     """
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    if GraphOrParentsInXlaContext is None:
+        return True
+    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _sweep_map(inputs, kernels, recurrent_kernels, biases, directions):
