@@ -98,6 +98,8 @@ def patch_multi_worker_fit():
             return reduce_per_replica(values, strategy, reduction)
 
         def reduce(value):
+            if isinstance(value, keras.Variable):
+                return value  # synchronised, as Keras returns it outside multi-worker training
             if strategy.experimental_local_results(value)[0].shape.rank == 0:
                 return strategy.reduce("MEAN", value, axis=None)
             return reduce_per_replica(value, strategy, reduction)
