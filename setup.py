@@ -30,7 +30,8 @@ setuptools.setup(
         "pillow",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "scipy"]},
+    # tensorflow-serving-api: the PredictionLog proto, to read the warm-up requests in the tests.
+    extras_require={"test": ["pytest", "scipy", "tensorflow-serving-api"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

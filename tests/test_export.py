@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from keras_sdn import ResidualSpatialDependency
 from keras_sdn import SpatialDependency
+from keras_sdn import export
 from keras_sdn.export import export_for_serving
 from keras_sdn.models import BetaVAE
 from tiny_models import tiny_sdn_vae
@@ -124,8 +125,10 @@ def served(tmp_path_factory):
     keras.utils.set_random_seed(0)
     models = {"sdn_vae": tiny_sdn_vae(num_bits=5), "beta_vae": tiny_beta_vae(), "generic": generic_model()}
     directories = {key: str(root / key / "1") for key in models}
+    max_counts = {"sdn_vae": 3, "beta_vae": 64, "generic": 2}  # 64: the default
     for key, model in models.items():
-        assert export_for_serving(model, directories[key]) == directories[key]
+        arguments = {} if key == "beta_vae" else {"max_count": max_counts[key]}
+        assert export_for_serving(model, directories[key], **arguments) == directories[key]
 
     sdn_images = instances_to_tensors(README_REQUESTS["serving_default"], {"images": np.uint8})
     beta_images = random_images((2, 64, 64, 3), num_bits=8)
@@ -136,6 +139,10 @@ def served(tmp_path_factory):
             "serve": ("serving_default", sdn_images),
             "encode": ("encode", sdn_images),
             "sample": ("sample", sample),
+            "hottest_sample": (
+                "sample",
+                {"count": np.array([1], np.int32), "temperature": np.array([10.0], np.float32)},
+            ),
         },
         "beta_vae": {
             "serve": ("serving_default", {"images": beta_images}),
@@ -151,6 +158,14 @@ def served(tmp_path_factory):
         },
     }
     float_images = {"images": sdn_images["images"].astype(np.float32)}
+    four_images = {"images": random_images((4, 4, 4, 3), 5)}
+
+    def temperature(value):
+        return ("sample", {**sample, "temperature": np.array([value], np.float32)})
+
+    def count(value):
+        return ("sample", {**sample, "count": np.array([value], np.int32)})
+
     bad_calls = {
         "sdn_vae": {
             "float_images": ("serving_default", float_images),
@@ -160,20 +175,29 @@ def served(tmp_path_factory):
             "too_many_bits": ("serving_default", {"images": np.full((1, 4, 4, 3), 32, np.uint8)}),
             "float_count": ("sample", {**sample, "count": np.array([3.0], np.float32)}),
             "scalar_temperature": ("sample", {**sample, "temperature": np.float32(0.7)}),
-            "zero_count": ("sample", {**sample, "count": np.array([0], np.int32)}),
-            "negative_temperature": (
-                "sample",
-                {**sample, "temperature": np.array([-1.0], np.float32)},
-            ),
+            "zero_count": count(0),
+            "count_above_max": count(4),
+            "huge_count": count(2**31 - 1),
+            "too_many_images": ("serving_default", four_images),
+            "too_many_images_encode": ("encode", four_images),
+            "negative_temperature": temperature(-1.0),
+            "zero_temperature": temperature(0.0),
+            "hot_temperature": temperature(10.5),
+            "infinite_temperature": temperature(np.inf),
+            "nan_temperature": temperature(np.nan),
         },
         "beta_vae": {
             "int32_images": ("serving_default", {"images": beta_images.astype(np.int32)}),
             "wrong_channels": ("encode", {"images": random_images((1, 64, 64, 1), 8)}),
             "two_counts": ("sample", {**sample, "count": np.array([1, 2], np.int32)}),
+            "count_above_default_max": count(65),
+            "too_many_images": ("encode", {"images": random_images((65, 64, 64, 3), 8)}),
+            "huge_temperature": temperature(1e30),
         },
         "generic": {
             "wrong_shape": ("serving_default", {"pixels": np.zeros((2, 5, 6, 3), np.float32)}),
             "wrong_dtype": ("serving_default", {"pixels": np.zeros((2, 6, 6, 3), np.uint8)}),
+            "too_many_rows": ("serving_default", {"pixels": np.zeros((3, 6, 6, 3), np.float32)}),
         },
     }
     plan = {}
@@ -249,6 +273,8 @@ def test_sdn_vae_signatures_match_the_python_model(served):
     assert samples.shape == (3, 4, 4, 3) and samples.dtype == np.uint8
     assert samples.max() <= 31
     np.testing.assert_array_equal(samples, expected_samples)
+    hottest = outputs[("sdn_vae", "hottest_sample")]["images"]  # at MAX_TEMPERATURE, accepted
+    assert hottest.shape == (1, 4, 4, 3) and hottest.max() <= 31
 
 
 def test_beta_vae_signatures_match_the_python_model(served):
@@ -297,9 +323,33 @@ def test_wrong_dtype_shape_or_values_raise(served):
     assert shape in errors[("beta_vae", "wrong_channels")]
     assert shape in errors[("beta_vae", "two_counts")]
     assert shape in errors[("generic", "wrong_shape")]
-    assert "5-bit values, at most 31" in errors[("sdn_vae", "too_many_bits")]
-    assert "`count` must be at least 1" in errors[("sdn_vae", "zero_count")]
-    assert "`temperature` must be positive" in errors[("sdn_vae", "negative_temperature")]
+    assert "Expected `images` to hold 5-bit values, at most 31" in errors[("sdn_vae", "too_many_bits")]
+
+
+def test_requests_beyond_the_serving_bounds_raise(served):
+    """Too many images or samples, or a temperature outside (0, 10], get INVALID_ARGUMENT."""
+    errors = served.errors
+    bounds = {
+        ("sdn_vae", call): message
+        for calls, message in (
+            (("zero_count", "count_above_max", "huge_count"), "Expected `count` in [1, 3]"),
+            (("too_many_images", "too_many_images_encode"), "at most max_count=3 rows of `images`"),
+            (
+                ("negative_temperature", "zero_temperature", "hot_temperature",
+                 "infinite_temperature", "nan_temperature"),
+                "Expected a `temperature` in (0, 10.0]",
+            ),
+        )  # fmt: skip
+        for call in calls
+    }
+    bounds[("beta_vae", "count_above_default_max")] = "Expected `count` in [1, 64]"
+    bounds[("beta_vae", "too_many_images")] = "at most max_count=64 rows of `images`"
+    bounds[("beta_vae", "huge_temperature")] = "Expected a `temperature` in (0, 10.0]"
+    bounds[("generic", "too_many_rows")] = "at most max_count=2 rows of `pixels`"
+    for call, message in bounds.items():
+        assert errors[call].startswith("InvalidArgumentError"), (call, errors[call])
+        assert message in errors[call], (call, errors[call])
+    assert export.MAX_TEMPERATURE == 10.0
 
 
 def test_saved_model_cli_lists_the_signatures(served):
@@ -336,21 +386,20 @@ def test_writes_atomically_and_never_overwrites_unasked(tmp_path, monkeypatch):
     export_for_serving(model, path)
     written = sorted(os.listdir(path))
     stamp = (path / "saved_model.pb").stat().st_mtime_ns
-    with pytest.raises(ValueError, match="exists"):
+    with pytest.raises(ValueError, match="Expected `path` not to exist"):
         export_for_serving(model, path)
     assert (path / "saved_model.pb").stat().st_mtime_ns == stamp
     assert oct(path.stat().st_mode & 0o777) == oct(0o777 & ~current_umask())
 
     # A write that fails (here after writing everything) leaves no trace and
     # the model that was there in place.
-    archive_class = type(keras.export.ExportArchive())
-    original_write_out = archive_class.write_out
+    write_warmup_requests = export._write_warmup_requests
 
-    def write_then_fail(archive, filepath, **kwargs):
-        original_write_out(archive, filepath, **kwargs)
+    def write_then_fail(directory, endpoints):
+        write_warmup_requests(directory, endpoints)
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(archive_class, "write_out", write_then_fail)
+    monkeypatch.setattr(export, "_write_warmup_requests", write_then_fail)
     with pytest.raises(OSError, match="No space"):
         export_for_serving(model, path, overwrite=True)
     with pytest.raises(OSError, match="No space"):
@@ -359,7 +408,7 @@ def test_writes_atomically_and_never_overwrites_unasked(tmp_path, monkeypatch):
     assert sorted(os.listdir(path)) == written
     assert (path / "saved_model.pb").stat().st_mtime_ns == stamp
 
-    monkeypatch.setattr(archive_class, "write_out", original_write_out)
+    monkeypatch.setattr(export, "_write_warmup_requests", write_warmup_requests)
     export_for_serving(model, path, overwrite=True)
     assert os.listdir(path.parent) == ["1"]
     assert (path / "saved_model.pb").stat().st_mtime_ns != stamp
@@ -384,10 +433,12 @@ class SubclassedModel(keras.Model):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (dict(model="not a model"), "`model` must be a keras.Model"),
-        (dict(model=SpatialDependency(2)), "`model` must be a keras.Model"),
-        (dict(model=keras.Sequential([SpatialDependency(2)])), "must be built"),
-        (dict(model=SubclassedModel()), "`input_signature` must be given"),
+        (dict(model="not a model"), "Expected `model` to be a keras.Model"),
+        (dict(model=SpatialDependency(2)), "Expected `model` to be a keras.Model"),
+        (dict(model=keras.Sequential([SpatialDependency(2)])), "Expected `model` to be built"),
+        (dict(model=SubclassedModel()), "Expected an `input_signature`"),
+        (dict(model=keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), max_count=0),
+         "Expected `max_count` to be an int >= 1"),
     ],
 )
 def test_bad_arguments_raise(arguments, message, tmp_path):
@@ -397,7 +448,7 @@ def test_bad_arguments_raise(arguments, message, tmp_path):
 
 
 def test_vae_rejects_an_input_signature(tmp_path):
-    with pytest.raises(ValueError, match="input_signature"):
+    with pytest.raises(ValueError, match="Expected no `input_signature`"):
         export_for_serving(tiny_beta_vae(), tmp_path / "m", input_signature=[])
 
 
@@ -410,3 +461,75 @@ def test_subclassed_model_with_an_input_signature(tmp_path):
     serve = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
     (output,) = serve(pixels=tf.constant(pixels)).values()
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
+
+
+def warmup_requests(directory):
+    """The warm-up file parsed as TF Serving reads it: `{signature: inputs}`."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = {}
+    for record in tf.data.TFRecordDataset(os.path.join(directory, export.WARMUP_FILE)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        assert log.WhichOneof("log_type") == "predict_log"
+        request = log.predict_log.request
+        inputs = {key: tf.make_ndarray(tensor) for key, tensor in request.inputs.items()}
+        requests[request.model_spec.signature_name] = inputs
+    return requests
+
+
+@pytest.fixture(scope="module")
+def swept_sdn_vae(tmp_path_factory):
+    """An SDN-VAE with SDN layers, exported after its own compiled functions
+    were traced for any batch size; returns `(model, SavedModel directory)`."""
+    keras.utils.set_random_seed(3)
+    model = tiny_sdn_vae(use_sdn=True, sdn_features=4, sdn_directions=1)
+    for batch in (2, 3):  # a trace for every batch size, which the export must not reuse
+        model.posterior_means(random_images((batch, 4, 4, 3), 8))
+    directory = str(tmp_path_factory.mktemp("swept") / "1")
+    export_for_serving(model, directory)
+    return model, directory
+
+
+def test_warmup_requests_run_on_every_signature(served, swept_sdn_vae):
+    """One request of one image (one sample) per signature, which the loaded model answers.
+
+    TF Serving replays them at load. The SDN layers of the SDN-VAE and the
+    beta-VAE answer a batch of one, which their sweeps in two halves (the
+    layers' graph mode on a CPU) could not: TF's convolution gives an empty
+    half the wrong shape.
+    """
+    directories = {**served.directories, "swept": swept_sdn_vae[1]}
+    for key, directory in directories.items():
+        requests = warmup_requests(directory)
+        signatures = tf.saved_model.load(directory).signatures
+        assert sorted(requests) == sorted(signatures), key
+        for name, inputs in requests.items():
+            assert sorted(inputs) == sorted(signatures[name].structured_input_signature[1])
+            outputs = signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+            for output in outputs.values():
+                assert output.shape[0] == 1, (key, name)
+    images = warmup_requests(served.directories["sdn_vae"])["serving_default"]["images"]
+    assert images.shape == (1, 4, 4, 3) and images.dtype == np.uint8
+    sample = warmup_requests(served.directories["beta_vae"])["sample"]
+    assert sample["count"].tolist() == [1] and sample["temperature"].tolist() == [1.0]
+
+
+def test_sdn_vae_with_sweeps_serves_any_batch_size(swept_sdn_vae):
+    """The deterministic `encode` of one image, of two and of five, as the Python model's."""
+    model, directory = swept_sdn_vae
+    encode = tf.saved_model.load(directory).signatures["encode"]
+    images = random_images((5, 4, 4, 3), 8, seed=4)
+    expected = model.posterior_means(images)
+    for batch in (1, 2, 5):
+        served_latents = encode(images=tf.constant(images[:batch]))
+        for index, latent in enumerate(expected):
+            np.testing.assert_allclose(served_latents[f"latents_{index}"], latent[:batch], atol=1e-5)
+
+
+def test_no_warmup_file_for_inputs_of_unknown_size(tmp_path):
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.Dense(1)])
+    export_for_serving(model, tmp_path / "m")
+    assert not (tmp_path / "m" / "assets.extra").exists()
+    serve = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    (name,) = serve.structured_input_signature[1]
+    assert serve(**{name: tf.zeros((2, 5, 2))})["output_0"].shape == (2, 5, 1)

@@ -38,6 +38,9 @@ across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
 `i-1, i, i+1` for horizontal ones.
 """
 
+import contextlib
+import threading
+
 import tensorflow as tf
 
 try:  # TF's XLA-context test, as TFP uses it: private, so a TF release may move it
@@ -56,6 +59,22 @@ _SWEEP_AXIS = {
     "down": (1, False),
 }
 _NATURAL_LAYOUT = (0, 1, 2, 3)
+_tracing = threading.local()
+
+
+@contextlib.contextmanager
+def whole_batch():
+    """Sweeps traced in this context do not split the batch (see `_sweep_in_halves`).
+
+    For graphs that serve requests of any size, such as exported SavedModels
+    (`keras_sdn.export`): half as many loops to trace, load and optimise.
+    """
+    previous = getattr(_tracing, "whole_batch", False)
+    _tracing.whole_batch = True
+    try:
+        yield
+    finally:
+        _tracing.whole_batch = previous
 
 
 def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
@@ -96,6 +115,7 @@ def _sweep_in_halves(inputs):
     """
     return not (
         inputs.shape[0] == 1
+        or getattr(_tracing, "whole_batch", False)
         or tf.executing_eagerly()
         or _compiling_with_xla()
         or tf.config.list_logical_devices("GPU")
