@@ -116,18 +116,16 @@ class Run:
         self.batches = iter(train)
         self.test = test
         self.seconds = 0.0
+        self.steps = 0  # batches trained on, skipped updates included
         self.skipped = 0
         self.curve = []
-
-    @property
-    def steps(self):
-        return int(self.model.optimizer.iterations.numpy())
 
     def train(self, steps):
         start = time.perf_counter()
         for _ in range(steps):
             logs = self.model.train_on_batch(next(self.batches), return_dict=True)
         self.seconds += time.perf_counter() - start
+        self.steps += steps
         self.skipped = int(logs.get("skipped_updates", 0))
 
     def evaluate(self):

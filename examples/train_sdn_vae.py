@@ -111,8 +111,8 @@ def parse_args(argv=None):
         default=None,
         help="Square image side to resize to (default: 16 for tiny, else the preset's).",
     )
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--learning-rate",
@@ -269,8 +269,8 @@ def image_row(images, num_bits):
 def save_grid(rows, labels, title, path):
     """Rows of images (from `image_row`) as a labelled PNG; returns the grid as one image."""
     height, width = rows[0].shape[:2]
-    scale = max(1, 48 // height)  # small images are shown enlarged
-    size = (width * scale / 100 + 1.2, len(rows) * height * scale / 100 + 0.5)
+    scale = max(1, 64 // height)  # small images are shown enlarged, pixels kept sharp
+    size = (width * scale / 100 + 1.4, len(rows) * height * scale / 100 + 0.7)
     figure, axes = plt.subplots(len(rows), 1, figsize=size, squeeze=False)
     for axis, row, label in zip(axes[:, 0], rows, labels):
         axis.imshow(row.squeeze(), cmap="gray" if row.shape[-1] == 1 else None,
@@ -278,7 +278,7 @@ def save_grid(rows, labels, title, path):
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(title, fontsize=9, wrap=True)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -292,7 +292,7 @@ def save_samples(model, path, samples_per_temperature):
         for temperature in TEMPERATURES
     ]
     labels = [f"T={temperature}" for temperature in TEMPERATURES]
-    title = "Samples: the most likely image given latents drawn from the prior at temperature T"
+    title = "Prior samples at temperature T\n(the most likely image given the latents)"
     return save_grid(rows, labels, title, path)
 
 
@@ -306,7 +306,7 @@ def save_reconstructions(model, images, path):
         rows += [image_row(images[part], model.num_bits),
                  image_row(reconstructions[part], model.num_bits)]
         labels += ["test image", "reconstruction"]
-    title = "Reconstructions: the most likely image given a posterior sample"
+    title = "Test images and reconstructions\n(the most likely image given a posterior sample)"
     return save_grid(rows, labels, title, path)
 
 

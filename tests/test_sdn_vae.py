@@ -355,7 +355,7 @@ def test_an_update_with_a_nan_gradient_is_skipped_and_counted(images):
 
 
 def test_unknown_preset_raises():
-    with pytest.raises(ValueError, match="Unknown preset"):
+    with pytest.raises(ValueError, match="Expected `name` to be one of"):
         SDNVAE.from_preset("mnist")
 
 
@@ -371,6 +371,10 @@ def test_unknown_preset_raises():
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"free_bits": -1.0}, "free_bits"),
         ({"sdn_features_decrement": 8, "downsample_at": (0, 1)}, "sdn_features_decrement"),
+        ({"weight_normalization": "yes"}, "weight_normalization"),
+        ({"skip_factor": 1.0}, "skip_factor"),
+        ({"iaf_ordering": "columns"}, "iaf_ordering"),
+        ({"use_sdn": 1}, "use_sdn"),
     ],
 )
 def test_invalid_constructor_arguments_raise(overrides, message):
@@ -384,8 +388,9 @@ def test_invalid_method_arguments_raise(trained, images):
         model.log_likelihood(images[:2, :4, :4])
     with pytest.raises(ValueError, match="num_samples"):
         model.log_likelihood(images[:2], num_samples=0)
-    with pytest.raises(ValueError, match="temperature"):
-        model.sample(2, temperature=0.0)
+    for temperature in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            model.sample(2, temperature=temperature)
     with pytest.raises(ValueError, match="fixed_layers"):
         model.sample_around(images[0], fixed_layers=3)
     with pytest.raises(ValueError, match="layer"):

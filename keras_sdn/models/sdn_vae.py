@@ -9,7 +9,13 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_sdn._checks import check_bool
+from keras_sdn._checks import check_choice
 from keras_sdn._checks import check_int
+from keras_sdn._checks import check_number
+from keras_sdn._checks import check_temperature
+from keras_sdn._compat import require_tensorflow_backend
+from keras_sdn.bijectors.autoregressive_conv_network import ORDERINGS
 from keras_sdn.distribute import replica_loss
 from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.layers import DIRECTIONS
@@ -88,13 +94,6 @@ PRESETS = {
         ema_decay=0.99,
     ),
 }
-
-
-def _check_temperature(temperature):
-    if not isinstance(temperature, (int, float, np.floating)) or not temperature > 0:
-        raise ValueError(
-            f"`temperature` must be a positive float; got temperature={temperature!r}."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -243,55 +242,58 @@ class SDNVAE(keras.Model):
         seed=None,
         **kwargs,
     ):
+        require_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
         image_shape = tuple(image_shape) if isinstance(image_shape, (list, tuple)) else image_shape
         if not isinstance(image_shape, tuple) or len(image_shape) != 3:
             raise ValueError(
-                "`image_shape` must be (height, width, channels); "
-                f"got image_shape={image_shape!r}."
+                "Expected `image_shape` to be (height, width, channels). "
+                f"Received: image_shape={image_shape!r}"
             )
-        for axis, size in zip(("height", "width", "channels"), image_shape):
+        image_shape = tuple(
             check_int(f"image_shape {axis}", size, 1)
-        check_int("num_bits", num_bits, 1, 8)
-        for name, value in (
-            ("hidden_channels", hidden_channels),
-            ("latent_channels", latent_channels),
-            ("num_layers", num_layers),
-            ("num_mixtures", num_mixtures),
-            ("sdn_min_scale", sdn_min_scale),
-            ("sdn_max_scale", sdn_max_scale),
-            ("sdn_features", sdn_features),
-            ("iaf_hidden_channels", iaf_hidden_channels),
-            ("iaf_hidden_layers", iaf_hidden_layers),
-            ("context_channels", context_channels),
-        ):
-            check_int(name, value, 1)
-        check_int("sdn_features_decrement", sdn_features_decrement, 0)
-        check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
+            for axis, size in zip(("height", "width", "channels"), image_shape)
+        )
+        num_bits = check_int("num_bits", num_bits, 1, 8)
+        hidden_channels = check_int("hidden_channels", hidden_channels, 1)
+        latent_channels = check_int("latent_channels", latent_channels, 1)
+        num_layers = check_int("num_layers", num_layers, 1)
+        num_mixtures = check_int("num_mixtures", num_mixtures, 1)
+        sdn_min_scale = check_int("sdn_min_scale", sdn_min_scale, 1)
+        sdn_max_scale = check_int("sdn_max_scale", sdn_max_scale, 1)
+        sdn_features = check_int("sdn_features", sdn_features, 1)
+        iaf_hidden_channels = check_int("iaf_hidden_channels", iaf_hidden_channels, 1)
+        iaf_hidden_layers = check_int("iaf_hidden_layers", iaf_hidden_layers, 1)
+        context_channels = check_int("context_channels", context_channels, 1)
+        sdn_features_decrement = check_int("sdn_features_decrement", sdn_features_decrement, 0)
+        sdn_directions = check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
+        use_sdn = check_bool("use_sdn", use_sdn)
+        weight_normalization = check_bool("weight_normalization", weight_normalization)
+        check_choice("iaf_ordering", iaf_ordering, ORDERINGS)
+        if skip_factor is not None:
+            skip_factor = check_number("skip_factor", skip_factor, low=1, low_open=True)
         sdn_direction_order = tuple(sdn_direction_order)
         if sorted(sdn_direction_order) != sorted(DIRECTIONS):
             raise ValueError(
                 f"Expected `sdn_direction_order` to be an ordering of {DIRECTIONS}. "
                 f"Received: sdn_direction_order={sdn_direction_order!r}"
             )
-        downsample_at = tuple(sorted(set(downsample_at)))
-        for index in downsample_at:
-            check_int("downsample_at entry", index, 0, num_layers - 1)
+        downsample_at = tuple(
+            sorted({check_int("downsample_at entry", i, 0, num_layers - 1) for i in downsample_at})
+        )
         factor = 2 ** len(downsample_at)
         if image_shape[0] % factor or image_shape[1] % factor:
             raise ValueError(
-                f"`image_shape` height and width must be divisible by 2**len(downsample_at) "
-                f"= {factor}; got image_shape={image_shape}, downsample_at={downsample_at}."
+                "Expected `image_shape` height and width divisible by 2**len(downsample_at) "
+                f"= {factor}. Received: image_shape={image_shape}, downsample_at={downsample_at}"
             )
         if sdn_min_scale > sdn_max_scale:
             raise ValueError(
-                f"`sdn_min_scale` must not exceed `sdn_max_scale`; got {sdn_min_scale} > "
-                f"{sdn_max_scale}."
+                "Expected `sdn_min_scale` <= `sdn_max_scale`. Received: "
+                f"sdn_min_scale={sdn_min_scale}, sdn_max_scale={sdn_max_scale}"
             )
-        if not free_bits >= 0:
-            raise ValueError(f"`free_bits` must be >= 0; got free_bits={free_bits!r}.")
-        if not 0 <= ema_decay < 1:
-            raise ValueError(f"`ema_decay` must be in [0, 1); got ema_decay={ema_decay!r}.")
+        free_bits = check_number("free_bits", free_bits, low=0)
+        ema_decay = check_number("ema_decay", ema_decay, 0, 1, high_open=True)
 
         self.image_shape = image_shape
         self.num_bits = num_bits
@@ -412,14 +414,14 @@ class SDNVAE(keras.Model):
         cores; pass `image_shape=(32, 32, 3)` for 32x32).
         """
         if name not in PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+            raise ValueError(f"Expected `name` to be one of {sorted(PRESETS)}. Received: name={name!r}")
         return cls(**{**PRESETS[name], **overrides})
 
     def build(self, input_shape=None):
         if input_shape is not None and tuple(input_shape[1:]) != self.image_shape:
             raise ValueError(
-                f"SDNVAE expects images of shape (batch,) + {self.image_shape}; "
-                f"got input_shape={tuple(input_shape)}."
+                f"Expected SDNVAE inputs of shape (batch,) + {self.image_shape}. "
+                f"Received: input_shape={tuple(input_shape)}"
             )
         if self.built:
             return
@@ -517,7 +519,9 @@ class SDNVAE(keras.Model):
         The loss is the model's own free-bits objective: passing `loss` raises.
         """
         if kwargs.get("loss") is not None:
-            raise ValueError("SDNVAE computes its own loss; do not pass `loss` to compile().")
+            raise ValueError(
+                f"Expected no `loss`: SDNVAE computes its own. Received: loss={kwargs['loss']!r}"
+            )
         if optimizer is None:
             optimizer = keras.optimizers.Adamax(learning_rate=2e-3, epsilon=1e-8)
         super().compile(optimizer=optimizer, **kwargs)
@@ -614,7 +618,7 @@ class SDNVAE(keras.Model):
         expected = ((None,) if batched else ()) + self.image_shape
         shape = tuple(images.shape)
         if len(shape) != len(expected) or shape[-3:] != self.image_shape:
-            raise ValueError(f"`{name}` must have shape {expected}; got shape {shape}.")
+            raise ValueError(f"Expected `{name}` of shape {expected}. Received: shape={shape}")
         return images
 
     def log_likelihood(self, images, num_samples=1, max_batch_size=None):
@@ -685,8 +689,7 @@ class SDNVAE(keras.Model):
         """
         if not tf.is_tensor(num_images):
             check_int("num_images", num_images, 1)
-        if not tf.is_tensor(temperature):
-            _check_temperature(temperature)
+        check_temperature(temperature)
 
         def generate(num_images, temperature):
             params, _, _ = self._top_down(num_images, temperature=temperature)
@@ -769,7 +772,7 @@ class SDNVAE(keras.Model):
         """
         image = self._check_images(image, name="image", batched=False)
         check_int("fixed_layers", fixed_layers, 0, self.num_layers)
-        _check_temperature(temperature)
+        check_temperature(temperature)
         check_int("num_samples", num_samples, 1)
         codes = self.encode(image[None])
 
@@ -804,7 +807,7 @@ class SDNVAE(keras.Model):
         image_b = self._check_images(image_b, name="image_b", batched=False)
         check_int("layer", layer, 1, self.num_layers)
         check_int("steps", steps, 2)
-        _check_temperature(temperature)
+        check_temperature(temperature)
         codes = self.encode(ops.stack([image_a, image_b]))
 
         def interpolate(codes, temperature):
