@@ -61,3 +61,29 @@ def test_product_floor_counts_the_forward_products(tmp_path):
     conv, projection, neighbourhood = milliseconds
     assert result["floor_ms"] == pytest.approx(8 * projection + 2 * neighbourhood)
     assert result["floor_ratio"] == pytest.approx(result["floor_ms"] / conv)
+
+
+def test_vae_convergence_records_a_curve_and_plots_it(tmp_path):
+    plot = tmp_path / "curve.png"
+    result = run_script(
+        "vae_convergence.py", "--models", "baseline", "--steps", "4", "--eval-every", "2",
+        "--image-size", "8", "--batch-size", "4", "--test-examples", "8",
+        "--plot", str(plot), output=tmp_path / "curve.json",
+    )
+    curve = result["models"]["baseline"]["curve"]
+    assert [point["step"] for point in curve] == [2, 4]
+    assert curve[0]["seconds"] <= curve[1]["seconds"]
+    assert all(0 < point["test_bpd"] < 16 for point in curve)
+    assert result["settings"]["steps"] == 4 and plot.stat().st_size > 0
+
+
+def test_vae_ablation_undoes_the_objective_scale_as_the_old_objective():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import vae_ablation
+    finally:
+        sys.path.pop(0)
+    args = vae_ablation.parse_args(["--image-size", "16"])
+    vae_ablation.undo_objective_scale(args)
+    # Adamax on bits/dim with epsilon e equals Adamax on nats with e * H*W*C*ln 2.
+    assert args.epsilon == pytest.approx(1e-7 * 16 * 16 * 3 * 0.6931471805599453)
