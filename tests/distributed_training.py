@@ -76,8 +76,17 @@ def sdn_vae():
 def beta_vae():
     from keras_sdn.models import BetaVAE
 
-    # A warm-up: its step counter must advance once per global step.
-    model = BetaVAE(latent_dim=2, decoder="sdn", sdn_num_features=4, beta_warmup_steps=4, seed=1)
+    # A warm-up: its step counter must advance once per global step. Per-pixel
+    # scales: plain SGD at 1e-4 throws the global-scale model's one shared
+    # log-scale (gradient summed over every sub-pixel) far off in one step.
+    model = BetaVAE(
+        latent_dim=2,
+        decoder="sdn",
+        sdn_num_features=4,
+        beta_warmup_steps=4,
+        observation="pixel_scale",
+        seed=1,
+    )
     model.build((None, 64, 64, 3))
     model.compile(optimizer=keras.optimizers.SGD(1e-4))
     return model

@@ -33,9 +33,9 @@ def numpy_encoder_outputs(model, images):
     return outputs[:, :LATENT_DIM], outputs[:, LATENT_DIM:]
 
 
-@pytest.mark.parametrize("decoder", ["conv", "sdn"])
-def test_shapes_and_dtypes(decoder):
-    model = make_model(decoder)
+@pytest.mark.parametrize("decoder, observation", [("conv", "global_scale"), ("sdn", "pixel_scale")])
+def test_shapes_and_dtypes(decoder, observation):
+    model = make_model(decoder, observation=observation)
     images = make_images(3)
     terms = model(images)
     assert terms["reconstruction"].shape == (3,)
@@ -46,7 +46,35 @@ def test_shapes_and_dtypes(decoder):
     assert decoded.shape == (3, 64, 64, 3)
     assert decoded.dtype == "uint8"
     params = model.decoder_network(codes)
-    assert params.shape == (3, 64, 64, DiscretizedLogisticMixture.params_size(1, 3))
+    per_pixel = 3 if observation == "global_scale" else DiscretizedLogisticMixture.params_size(1, 3)
+    assert params.shape == (3, 64, 64, per_pixel)
+
+
+@pytest.mark.parametrize("num_bits", [8, 5])
+def test_global_scale_likelihood_and_mode_against_numpy(num_bits):
+    from scipy.special import expit
+
+    model = make_model("conv", num_bits=num_bits)
+    model.log_scale_weight.assign(-0.23)
+    np.testing.assert_allclose(model.log_scale, -2.3, rtol=1e-6)
+    images = make_images(2, seed=10, num_bits=num_bits)
+    codes = np.random.default_rng(11).normal(size=(2, LATENT_DIM)).astype(np.float32)
+    likelihood = model.observation_distribution(codes)
+
+    # Means on the [-1, 1] scale; a logistic over the values, discretized to
+    # bins of width 1 whose end bins take the tails.
+    top = 2**num_bits - 1
+    centre = (np.asarray(model.decoder_network(codes), np.float64) + 1.0) * top / 2
+    scale = np.exp(-2.3) * top / 2
+    x = images.astype(np.float64)
+    upper = np.where(x == top, 1.0, expit((x + 0.5 - centre) / scale))
+    lower = np.where(x == 0, 0.0, expit((x - 0.5 - centre) / scale))
+    expected = np.sum(np.log(upper - lower), axis=(1, 2, 3))
+    np.testing.assert_allclose(likelihood.log_prob(images), expected, rtol=1e-5)
+    # The mode rounds the centre; float32 may round the other way right at a .5.
+    decided = np.abs(centre - np.floor(centre) - 0.5) > 1e-3
+    mode = np.asarray(likelihood.mode())
+    np.testing.assert_array_equal(mode[decided], np.clip(np.round(centre), 0, top)[decided])
 
 
 def test_sdn_decoder_replaces_the_32x32_stage():
@@ -109,15 +137,18 @@ def test_without_warm_up_beta_is_constant():
     model = make_model(beta=2.5, beta_warmup_steps=0)
     model.compile()
     assert isinstance(model.optimizer, keras.optimizers.Adamax)
+    np.testing.assert_allclose(model.optimizer.learning_rate, 1e-3)
+    assert model.optimizer.epsilon == 1e-8
     logs = model.train_on_batch(make_images(2), return_dict=True)
     np.testing.assert_allclose(logs["beta"], 2.5)
 
 
 @pytest.mark.parametrize("decoder", ["conv", "sdn"])
-def test_gradients_reach_every_weight(decoder):
+@pytest.mark.parametrize("observation", ["global_scale", "pixel_scale"])
+def test_gradients_reach_every_weight(decoder, observation):
     import tensorflow as tf
 
-    model = make_model(decoder, beta=1.0)
+    model = make_model(decoder, beta=1.0, observation=observation)
     images = make_images(2, seed=4)
     with tf.GradientTape() as tape:
         terms = model(images)
@@ -157,7 +188,9 @@ def test_traverse_sets_one_latent_at_a_time():
 
 
 def test_get_config_round_trip():
-    model = make_model("sdn", beta=3.0, beta_warmup_steps=7, num_bits=5, name="vae")
+    model = make_model(
+        "sdn", beta=3.0, beta_warmup_steps=7, num_bits=5, observation="pixel_scale", name="vae"
+    )
     config = model.get_config()
     for key, value in {
         "latent_dim": LATENT_DIM,
@@ -167,6 +200,7 @@ def test_get_config_round_trip():
         "channels": 3,
         "num_bits": 5,
         "sdn_num_features": 8,
+        "observation": "pixel_scale",
         "seed": 0,
         "name": "vae",
     }.items():
@@ -190,6 +224,8 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.encode(images), codes, rtol=1e-6)
     np.testing.assert_allclose(loaded.decoder_network(codes), model.decoder_network(codes), rtol=1e-6)
     assert int(loaded.steps_trained.numpy()) == 2
+    assert float(model.log_scale) != 0.0
+    np.testing.assert_allclose(loaded.log_scale, model.log_scale)
     np.testing.assert_allclose(loaded.current_beta(), 0.4)
     assert isinstance(loaded.optimizer, keras.optimizers.Adamax)
     assert int(loaded.optimizer.iterations.numpy()) == 2
@@ -209,6 +245,7 @@ def test_save_and_load_round_trip(tmp_path):
         ({"channels": 0}, "channels"),
         ({"num_bits": 9}, "num_bits"),
         ({"sdn_num_features": 0}, "sdn_num_features"),
+        ({"observation": "gaussian"}, "observation"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, argument):

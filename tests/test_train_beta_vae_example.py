@@ -12,17 +12,32 @@ from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "train_beta_vae.py"
+EVAL_IMAGES = 10
+# Margins (pixels) around the image grid of the labelled pictures.
+LEFT, RIGHT, TOP, BOTTOM = 130, 10, 75, 8
+
+
+def held_out_images(num_bits):
+    """The first held-out scenes as the example shows them (full-range uint8)."""
+    from keras_sdn.data import load_images
+
+    images = load_images(
+        split="test", batch_size=EVAL_IMAGES, num_bits=num_bits, shuffle=False, num_examples=EVAL_IMAGES
+    )
+    images = next(images.as_numpy_iterator()).astype(np.float64)
+    return np.round(images * 255 / (2**num_bits - 1)).astype(np.uint8)
 
 
 def test_example_writes_numbers_and_plots(tmp_path):
     betas = [1.0, 3.0]
+    latent_dim, num_bits = 4, 5
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [
         sys.executable, str(SCRIPT), "--output-dir", str(tmp_path),
-        "--betas", *map(str, betas), "--steps", "2", "--batch-size", "4",
-        "--latent-dim", "4", "--sdn-num-features", "8", "--num-bits", "5",
-        "--eval-batches", "1", "--metric-points", "8", "--metric-batch-size", "2",
-        "--variance-samples", "20", "--mig-samples", "20", "--verbose", "2",
+        "--betas", *map(str, betas), "--steps", "4", "--backup-every", "2", "--batch-size", "4",
+        "--latent-dim", str(latent_dim), "--sdn-num-features", "8", "--num-bits", str(num_bits),
+        "--eval-batches", "1", "--eval-images", str(EVAL_IMAGES), "--metric-points", "8",
+        "--metric-batch-size", "2", "--variance-samples", "20", "--mig-samples", "20", "--verbose", "2",
     ]  # fmt: skip
     completed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -42,16 +57,36 @@ def test_example_writes_numbers_and_plots(tmp_path):
         assert 0 < result["negative_elbo_bits_per_dim"] < 10
         for key in ("beta_vae_score", "factor_vae_score", "mig_score"):
             assert 0.0 <= result[key] <= 1.0, key
+        assert 0.0 < result["reconstruction_mean_absolute_error"] < 255.0
+        assert len(result["latent_kls"]) == latent_dim and min(result["latent_kls"]) >= 0.0
+        assert result["num_collapsed_latents"] == sum(kl < 0.05 for kl in result["latent_kls"])
+        # One curve point per epoch of --backup-every steps; the last one is the final model.
+        assert [point["step"] for point in result["curve"]] == [2, 4]
+        assert result["curve"][-1]["reconstruction_mean_absolute_error"] == result[
+            "reconstruction_mean_absolute_error"
+        ]
+        for point in result["curve"]:
+            assert 0 < point["negative_elbo_bits_per_dim"] < 10
     assert runs[("sdn", 1.0)]["parameters"] != runs[("conv", 1.0)]["parameters"]
 
-    for name in ("elbo", "beta_vae_score", "factor_vae_score", "mig_score"):
+    for name in ("elbo", "beta_vae_score", "factor_vae_score", "mig_score", "reconstruction_error"):
         with Image.open(tmp_path / f"{name}.png") as plot:
             assert plot.size[0] > 100 and plot.size[1] > 100
+    with Image.open(tmp_path / "learning_curves.png") as plot:
+        assert plot.size[0] > 400 and plot.size[1] > 100
+
+    shown = held_out_images(num_bits)
+    grid_left = LEFT + 64  # the traversals' first column is the input image
     for decoder in ("conv", "sdn"):
         for beta in betas:
             traversal = np.asarray(Image.open(tmp_path / f"traversals_{decoder}_beta{beta:g}.png"))
-            assert traversal.shape == (4 * 64, 8 * 64, 3)  # 4 latents, original + 7 values
+            # A row per latent; the input image, then 7 values.
+            assert traversal.shape == (TOP + latent_dim * 64 + BOTTOM, LEFT + 8 * 64 + RIGHT, 3)
+            for row in range(latent_dim):
+                top = TOP + 64 * row
+                np.testing.assert_array_equal(traversal[top : top + 64, LEFT:grid_left], shown[0])
+            # Reconstructions: 8 held-out images (the first full row) above their reconstructions.
             reconstruction = np.asarray(Image.open(tmp_path / f"reconstructions_{decoder}_beta{beta:g}.png"))
-            assert reconstruction.shape == (2 * 64, 8 * 64, 3)
-            # The first column of the traversal grid is the shown image.
-            np.testing.assert_array_equal(traversal[:64, :64], reconstruction[:64, :64])
+            assert reconstruction.shape == (TOP + 2 * 64 + BOTTOM, LEFT + 8 * 64 + RIGHT, 3)
+            inputs = reconstruction[TOP : TOP + 64, LEFT : LEFT + 8 * 64]
+            np.testing.assert_array_equal(inputs, np.concatenate(list(shown[:8]), axis=1))
