@@ -94,9 +94,14 @@ def traced_events(function, x, runs):
 
 
 def op_type(name):
-    """`(type, inside a loop)` of an event: graph-mode `scope/name:OpType`, or an XLA thunk."""
+    """`(type, inside a loop)` of an event: graph-mode `scope/name:OpType`, or an XLA thunk.
+
+    oneDNN's rewrites of TensorFlow ops (`_MklMatMul`, `_MklNativeConv2D`, ...)
+    count as the ops they replace.
+    """
     if ":" in name:
-        return name.rsplit(":", 1)[-1], "/while/" in name
+        op = re.sub(r"^_Mkl(Native)?", "", name.rsplit(":", 1)[-1])
+        return op, "/while/" in name
     return re.sub(r"(_\d+)?(\.\d+)?$", "", name), None
 
 
