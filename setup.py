@@ -26,6 +26,8 @@ setuptools.setup(
         "keras>=3.5,<4",
         "tensorflow-probability[tf]",
         "tensorflow-datasets",
+        # TFDS' download code imports it without declaring it.
+        "importlib_resources",
         "numpy",
         "pillow",
         "matplotlib",
