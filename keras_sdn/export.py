@@ -73,7 +73,8 @@ def export_for_serving(model, path, overwrite=False, input_signature=None, max_c
     signature (one black image; `count=1`, `temperature=1`), which TF
     Serving runs when it loads the model, so that the first client's
     request does not wait for the graphs to be prepared. A generic model
-    whose inputs have unknown dimensions besides the batch gets none.
+    whose inputs have unknown dimensions besides the batch (or an
+    `input_signature` without names) gets none.
 
     The SavedModel is written into a temporary directory beside `path` and
     renamed to `path` when complete, so a failed export leaves nothing
@@ -295,8 +296,8 @@ def _generic_endpoints(model, input_signature, max_count):
         ]
         return model(inputs[0] if len(inputs) == 1 else inputs, training=False)
 
-    examples = None
-    if all(spec.shape[1:].is_fully_defined() for spec in input_signature):
+    examples = None  # a warm-up request needs every input's name and shape
+    if all(spec.name and spec.shape[1:].is_fully_defined() for spec in input_signature):
         examples = {
             spec.name: np.zeros((1,) + tuple(spec.shape[1:]), spec.dtype.as_numpy_dtype)
             for spec in input_signature
