@@ -69,12 +69,16 @@ def layer_pass(args):
     return compiled_passes(layer, jit_compile=args.mode == "xla")[args.which]
 
 
-def traced_events(function, x, runs):
-    """(name, milliseconds) of every op event of `runs` traced calls."""
+def traced_events(function, x, runs, options=None):
+    """(name, milliseconds) of every op event of `runs` traced calls.
+
+    `options`: `tf.profiler.experimental.ProfilerOptions`; by default the
+    host tracer records only the ops TensorFlow deems expensive.
+    """
     for _ in range(3):
         run_once(function, x)
     with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
+        tf.profiler.experimental.start(logdir, options=options)
         for _ in range(runs):
             run_once(function, x)
         tf.profiler.experimental.stop()
@@ -96,12 +100,13 @@ def traced_events(function, x, runs):
 def op_type(name):
     """`(type, inside a loop)` of an event: graph-mode `scope/name:OpType`, or an XLA thunk.
 
-    oneDNN's rewrites of TensorFlow ops (`_MklMatMul`, `_MklNativeConv2D`, ...)
+    The sweeps' loops are `tf.scan`'s while loops or, unrolled, the ops of
+    the `lines` name scope. oneDNN's rewrites of TensorFlow ops (`_MklMatMul`, `_MklNativeConv2D`, ...)
     count as the ops they replace.
     """
     if ":" in name:
         op = re.sub(r"^_Mkl(Native)?", "", name.rsplit(":", 1)[-1])
-        return op, "/while/" in name
+        return op, "/while/" in name or "/lines/" in name
     return re.sub(r"(_\d+)?(\.\d+)?$", "", name), None
 
 
@@ -125,7 +130,9 @@ def main():
     x = tf.random.normal((args.batch, args.size, args.size, args.features))
     function = layer_pass(args)
     by_kind, by_op, calls = collections.Counter(), collections.Counter(), collections.Counter()
-    for name, milliseconds in traced_events(function, x, args.runs):
+    # Level 3: every op, the many small ones of the sweeps' loops included.
+    options = tf.profiler.experimental.ProfilerOptions(host_tracer_level=3)
+    for name, milliseconds in traced_events(function, x, args.runs, options):
         by_kind[op_kind(name)] += milliseconds / args.runs
         kind, in_loop = op_type(name)
         op = f"{kind} (in a loop)" if in_loop else kind

@@ -16,22 +16,31 @@ the current value (two bias vectors per gate, as in the reference code). The
 first line of a sweep is updated from an all-zero previous line (the paper's
 zero padding).
 
-Every direction is computed by one `tf.scan` over a `(lines, batch,
-positions, features)` tensor, forwards or backwards: the map is transposed so
-that the swept axis leads, once for a run of sweeps along the same axis.
-Inside the scan step only the recurrent product (a width-3 convolution across
-the previous line) and the gate arithmetic remain; the input projection
-`x W + b_x` is one matrix product over all lines before the scan. In graph
-mode on a CPU the batch is swept as two independent halves, so that the
-executor can run the two halves' small per-line ops side by side on
-different cores.
+Every direction runs over a `(lines, batch, positions, features)` tensor,
+forwards or backwards: the map is transposed so that the swept axis leads,
+once for a run of sweeps along the same axis. The input projection
+`x W + b_x` is one matrix product over all lines before the loop; inside the
+loop only the recurrent product and the gate arithmetic remain. The gradient
+is hand-written (`tf.custom_gradient`): nothing is differentiated through
+the loop by autodiff. Two implementations:
 
-The gradient is hand-written (`tf.custom_gradient`): one scan in the opposite
-direction carries only the gradient that flows into the previous line; the
-gates' local derivatives are computed for all lines before it, and the input,
-weight and bias gradients after it, each as one large product over all lines
-and gates (as fused RNN kernels do). Nothing is differentiated through the
-loop by autodiff.
+- Maps of at most `_MAX_UNROLLED_LINES` lines of static size (outside XLA):
+  the loop is unrolled in the graph, with no loop control and no stacking
+  inside a loop, and the neighbourhood product is a gather of the three
+  neighbours and one matrix product. The gradient runs line by line too:
+  each line's gate gradients and its share of the weight gradients follow as
+  soon as the gradient flowing into the line is known, off the sequential
+  chain, while the line is in the cache (`_make_unrolled_sweep`).
+- Otherwise one `tf.scan` per direction, whose step takes the recurrent
+  product as a width-3 convolution across the previous line; the gradient is
+  one scan in the opposite direction that carries only the gradient flowing
+  into the previous line, the gates' local derivatives computed for all
+  lines before it, the input, weight and bias gradients after it, each as
+  one large product over all lines and gates (as fused RNN kernels do).
+
+In graph mode on a CPU, a batch whose lines are long enough is swept as two
+independent halves, so that the executor can run the two halves' per-line
+ops side by side on different cores.
 
 For each direction the neighbourhood is ordered by increasing coordinate
 across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
@@ -59,6 +68,11 @@ _SWEEP_AXIS = {
     "down": (1, False),
 }
 _NATURAL_LAYOUT = (0, 1, 2, 3)
+# Sweeps over at most this many lines run as unrolled loops (see `_unrolled`).
+_MAX_UNROLLED_LINES = 32
+# Values (half the batch x positions x features) of a line below which the
+# batch is swept whole (see `_long_lines`).
+_MIN_HALF_LINE_SIZE = 16384
 _tracing = threading.local()
 
 
@@ -95,13 +109,18 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
     Returns:
         The corrected map, same shape and dtype as `inputs`.
     """
-    if not _sweep_in_halves(inputs):
-        return _sweep_map(inputs, kernels, recurrent_kernels, biases, directions)
-    batch = tf.shape(inputs)[0]
-    halves = tf.split(inputs, tf.stack([batch // 2, batch - batch // 2]), axis=0, num=2)
-    return tf.concat(
-        [_sweep_map(half, kernels, recurrent_kernels, biases, directions) for half in halves], 0
-    )
+    with tf.name_scope("sweeps"):
+        if not (_sweep_in_halves(inputs) and _long_lines(inputs)):
+            return _sweep_map(inputs, kernels, recurrent_kernels, biases, directions)
+        batch = tf.shape(inputs)[0]
+        second_size = batch // 2
+        # A batch of one is swept in both halves rather than leaving the second
+        # empty: TensorFlow's CPU convolution gives an empty batch a wrong shape.
+        halves = (inputs[: batch - second_size], inputs[tf.minimum(batch - second_size, batch - 1) :])
+        first, second = (
+            _sweep_map(half, kernels, recurrent_kernels, biases, directions) for half in halves
+        )
+        return tf.concat([first, second[tf.shape(second)[0] - second_size :]], 0)
 
 
 def _sweep_in_halves(inputs):
@@ -134,17 +153,47 @@ def _compiling_with_xla():
     return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def _long_lines(inputs):
+    """Whether half the batch's lines hold enough values to be worth two chains.
+
+    With short lines (the 16x16 and smaller maps of small models) every
+    per-line op is cheap and the two halves' extra ops cost more than running
+    them side by side saves (measured: `benchmarks/model_speed.py`). A map of
+    unknown size counts as long.
+    """
+    batch, height, width, features = inputs.shape
+    if None in (batch, height, width, features):
+        return True
+    return batch // 2 * min(height, width) * features >= _MIN_HALF_LINE_SIZE
+
+
 def _sweep_map(inputs, kernels, recurrent_kernels, biases, directions):
     """`sweeps` on the whole of `inputs`."""
+    line_sweeps = _UNROLLED_SWEEPS if _unrolled(inputs, directions) else _SCANNED_SWEEPS
+    weights = zip(tf.unstack(kernels), tf.unstack(recurrent_kernels), tf.unstack(biases))
     corrected, layout = inputs, _NATURAL_LAYOUT
-    for index, direction in enumerate(directions):
+    for direction, direction_weights in zip(directions, weights):
         axis, backwards = _SWEEP_AXIS[direction]
         corrected, layout = _to_layout(corrected, layout, (axis, 0, 3 - axis, 3))
-        sweep_lines = _backward_line_sweep if backwards else _forward_line_sweep
-        corrected = sweep_lines(
-            corrected, kernels[index], recurrent_kernels[index], biases[index]
-        )
+        corrected = line_sweeps[backwards](corrected, *direction_weights)
     return _to_layout(corrected, layout, _NATURAL_LAYOUT)[0]
+
+
+def _unrolled(inputs, directions):
+    """Whether the sweeps over `inputs` run as unrolled loops (`_make_unrolled_sweep`).
+
+    They do when every swept axis and every line have a static size and no
+    sweep has more than `_MAX_UNROLLED_LINES` lines (the graph grows with
+    the lines), except under XLA, which compiles `tf.scan`'s loop into one
+    kernel and would compile an unrolled one slowly.
+    """
+    sizes = [inputs.shape[_SWEEP_AXIS[direction][0]] for direction in directions]
+    lengths = [inputs.shape[3 - _SWEEP_AXIS[direction][0]] for direction in directions]
+    return (
+        None not in sizes + lengths
+        and max(sizes) <= _MAX_UNROLLED_LINES
+        and not _compiling_with_xla()
+    )
 
 
 def _to_layout(tensor, layout, new_layout):
@@ -243,60 +292,243 @@ def _make_line_sweep(backwards):
         )
 
         def grad(upstream):
-            previous_lines = _previous_lines(corrected, backwards)
-            # The local derivatives of each line's output by the pre-activations
-            # of its gates r, z, n, for all lines at once.
-            proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
-            gate_coeffs = tf.stack(
-                [
-                    proposal_coeff * x_proposal * reset * (1.0 - reset),
-                    (lines - proposal) * update * (1.0 - update),
-                    proposal_coeff,
-                ],
-                axis=-2,
-            )
-            # The transpose of the width-3 convolution: taps reversed, each
-            # tap's matrix transposed.
-            transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
+            with tf.name_scope("sweeps_gradient"):
+                previous_lines = _previous_lines(corrected, backwards)
+                # The local derivatives of each line's output by the pre-activations
+                # of its gates r, z, n, for all lines at once.
+                proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
+                gate_coeffs = tf.stack(
+                    [
+                        proposal_coeff * x_proposal * reset * (1.0 - reset),
+                        (lines - proposal) * update * (1.0 - update),
+                        proposal_coeff,
+                    ],
+                    axis=-2,
+                )
+                # The transpose of the width-3 convolution: taps reversed, each
+                # tap's matrix transposed.
+                transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
 
-            gates_shape = tf.concat([tf.shape(lines)[:-1], [3 * features]], 0)
-            line_gates_shape = gates_shape[1:]
+                gates_shape = tf.concat([tf.shape(lines)[:-1], [3 * features]], 0)
+                line_gates_shape = gates_shape[1:]
 
-            def gate_gradients(d_corrected, coeffs, shape):
-                """`[d_r, d_z, d_n]` concatenated, from the output gradient."""
-                return tf.reshape(tf.expand_dims(d_corrected, -2) * coeffs, shape)
+                def gate_gradients(d_corrected, coeffs, shape):
+                    """`[d_r, d_z, d_n]` concatenated, from the output gradient."""
+                    return tf.reshape(tf.expand_dims(d_corrected, -2) * coeffs, shape)
 
-            def back_step(from_next_line, line):
-                d_output, coeffs = line
-                d_gates = gate_gradients(d_output + from_next_line, coeffs, line_gates_shape)
-                return tf.nn.conv1d(d_gates, transposed_filters, 1, "SAME")
+                def back_step(from_next_line, line):
+                    d_output, coeffs = line
+                    d_gates = gate_gradients(d_output + from_next_line, coeffs, line_gates_shape)
+                    return tf.nn.conv1d(d_gates, transposed_filters, 1, "SAME")
 
-            # The loop carries only what flows into each previous line; the
-            # rest follows for all lines at once.
-            to_previous = tf.scan(
-                back_step,
-                (upstream, gate_coeffs),
-                initializer=tf.zeros_like(lines[0]),
-                reverse=not backwards,
-            )
-            d_corrected = upstream + _previous_lines(to_previous, not backwards)
-            d_recurrent = gate_gradients(d_corrected, gate_coeffs, gates_shape)
-            # r scales the proposal's input projection, not its neighbourhood term.
-            d_gates, d_proposal = tf.split(d_recurrent, [2 * features, features], -1)
-            d_projected = tf.concat([d_gates, d_proposal * reset], -1)
+                # The loop carries only what flows into each previous line; the
+                # rest follows for all lines at once.
+                to_previous = tf.scan(
+                    back_step,
+                    (upstream, gate_coeffs),
+                    initializer=tf.zeros_like(lines[0]),
+                    reverse=not backwards,
+                )
+                d_corrected = upstream + _previous_lines(to_previous, not backwards)
+                d_recurrent = gate_gradients(d_corrected, gate_coeffs, gates_shape)
+                # r scales the proposal's input projection, not its neighbourhood term.
+                d_gates, d_proposal = tf.split(d_recurrent, [2 * features, features], -1)
+                d_projected = tf.concat([d_gates, d_proposal * reset], -1)
 
-            d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
-            d_kernel = _sum_of_outer_products(lines, d_projected)
-            d_recurrent_kernel = _sum_of_neighbourhood_products(previous_lines, d_recurrent)
-            d_bias = tf.concat(
-                [_sum_over_positions(d_projected), _sum_over_positions(d_recurrent)], 0
-            )
-            return d_lines, d_kernel, d_recurrent_kernel, d_bias
+                d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
+                d_kernel = _sum_of_outer_products(lines, d_projected)
+                d_recurrent_kernel = _sum_of_neighbourhood_products(previous_lines, d_recurrent)
+                d_bias = tf.concat(
+                    [_sum_over_positions(d_projected), _sum_over_positions(d_recurrent)], 0
+                )
+                return d_lines, d_kernel, d_recurrent_kernel, d_bias
 
         return corrected, grad
 
     return line_sweep
 
 
-_forward_line_sweep = _make_line_sweep(backwards=False)
-_backward_line_sweep = _make_line_sweep(backwards=True)
+_SCANNED_SWEEPS = {backwards: _make_line_sweep(backwards) for backwards in (False, True)}
+
+
+def _make_unrolled_sweep(backwards):
+    """`_make_line_sweep`'s sweep, its loops unrolled: one copy of the step per line.
+
+    Without loop control and stacking inside a loop, a step is about 15 small
+    ops, and each line's tensors stay available to the gradient. The
+    neighbourhood product gathers each position's three neighbours and takes
+    one matrix product: at these sizes several times faster than TensorFlow's
+    CPU convolution across a line, which costs about 0.1 ms however small.
+    The gradient runs line by line as well, in the opposite order: on the
+    sequential chain only the gradient flowing into the previous line; each
+    line's local gate derivatives, input gradient and share of the weight and
+    bias gradients hang off the chain, computed while the line is in the cache
+    and, on two cores, beside it.
+    """
+
+    @tf.custom_gradient
+    def line_sweep(lines, kernel, recurrent_kernel, bias):
+        features = lines.shape[-1]
+        input_bias, recurrent_bias = tf.unstack(tf.reshape(bias, (2, 3, features)))
+        # The reset and update gates' two biases add up, so both go with the
+        # input projection; the proposal's recurrent bias is not scaled by r
+        # and goes with the neighbourhood product.
+        projected = [
+            _rows_of_lines(_matmul(lines, gate_kernel) + gate_bias)
+            for gate_kernel, gate_bias in zip(
+                tf.split(kernel, 3, -1),
+                [input_bias[0] + recurrent_bias[0], input_bias[1] + recurrent_bias[1], input_bias[2]],
+            )
+        ]
+        product_bias = tf.concat([tf.zeros((2 * features,), bias.dtype), recurrent_bias[2]], 0)
+        products = _NeighbourhoodProducts(lines, tf.reshape(recurrent_kernel, (3, features, -1)))
+        inputs = _rows_of_lines(lines)
+        steps = len(inputs)
+        order = range(steps - 1, -1, -1) if backwards else range(steps)
+        # Per line: the output, the gates, the proposal's input projection and
+        # the gathered neighbourhood (None for the first line, whose previous
+        # line is all zeros).
+        corrected, reset, update, proposal, neighbourhoods = ([None] * steps for _ in range(5))
+        x_proposal = projected[2]
+        with tf.name_scope("lines"):
+            for line in order:
+                x_reset, x_update = projected[0][line], projected[1][line]
+                if line == order[0]:
+                    reset[line], update[line] = tf.sigmoid(x_reset), tf.sigmoid(x_update)
+                    recurrent_proposal = recurrent_bias[2]
+                else:
+                    neighbourhoods[line] = products.neighbourhood(corrected[line - 1 + 2 * backwards])
+                    recurrent_reset, recurrent_update, recurrent_proposal = tf.split(
+                        tf.nn.bias_add(products.forward(neighbourhoods[line]), product_bias), 3, -1
+                    )
+                    reset[line] = tf.sigmoid(x_reset + recurrent_reset)
+                    update[line] = tf.sigmoid(x_update + recurrent_update)
+                proposal[line] = tf.tanh(reset[line] * x_proposal[line] + recurrent_proposal)
+                corrected[line] = proposal[line] + update[line] * (inputs[line] - proposal[line])
+
+        def grad(upstream):
+            with tf.name_scope("sweeps_gradient"):
+                d_outputs = _rows_of_lines(upstream)
+                transposed_product = products.transposed()
+                transposed_kernel = tf.transpose(kernel)
+                d_lines = [None] * steps
+                d_kernels, d_recurrent_kernels, d_input_biases, d_recurrent_biases = [], [], [], []
+                with tf.name_scope("lines"):
+                    d_output = None
+                    for line in reversed(order):
+                        r, z, n = reset[line], update[line], proposal[line]
+                        # The derivatives of the line's output by the pre-activations
+                        # of r, z, n. They depend only on the forward pass: held back
+                        # until the chain reaches the line before (in this order),
+                        # the executor would compute every line's of every layer as
+                        # soon as the forward pass ends, and keep them all.
+                        with tf.control_dependencies([] if d_output is None else [d_output]):
+                            proposal_coeff = (1.0 - z) * (1.0 - tf.square(n))
+                            reset_coeff = proposal_coeff * x_proposal[line] * r * (1.0 - r)
+                            update_coeff = (inputs[line] - n) * z * (1.0 - z)
+                        d_output = d_outputs[line]
+                        if line != order[-1]:
+                            d_output += from_next_line
+                        d_gates = tf.concat([d_output] * 3, -1)
+                        d_recurrent = d_gates * tf.concat(
+                            [reset_coeff, update_coeff, proposal_coeff], -1
+                        )
+                        # r scales the proposal's input projection, not its neighbourhood term.
+                        d_projected = d_gates * tf.concat(
+                            [reset_coeff, update_coeff, proposal_coeff * r], -1
+                        )
+                        if neighbourhoods[line] is not None:
+                            from_next_line = transposed_product(d_recurrent)
+                            d_recurrent_kernels.append(
+                                tf.matmul(neighbourhoods[line], d_recurrent, transpose_a=True)
+                            )
+                        d_lines[line] = d_output * z + tf.matmul(
+                            d_projected, transposed_kernel
+                        )
+                        d_kernels.append(tf.matmul(inputs[line], d_projected, transpose_a=True))
+                        d_input_biases.append(tf.reduce_sum(d_projected, 0))
+                        d_recurrent_biases.append(tf.reduce_sum(d_recurrent, 0))
+                if d_recurrent_kernels:
+                    d_recurrent_kernel = tf.add_n(d_recurrent_kernels)
+                else:  # a single line
+                    d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+                d_bias = tf.stack([tf.add_n(d_input_biases), tf.add_n(d_recurrent_biases)])
+                return (
+                    _lines_of_rows(d_lines, lines),
+                    tf.add_n(d_kernels),
+                    d_recurrent_kernel,
+                    d_bias,
+                )
+
+        return _lines_of_rows(corrected, lines), grad
+
+    return line_sweep
+
+
+def _rows_of_lines(lines):
+    """The lines of a `(T, batch, A, C)` tensor, each as `(batch * A, C)` rows."""
+    return [tf.reshape(line, (-1, lines.shape[-1])) for line in tf.unstack(lines)]
+
+
+def _lines_of_rows(rows, like):
+    """The `(T, batch, A, C)` tensor, shaped as `like`, of `_rows_of_lines`' lines."""
+    shape = tf.concat([tf.shape(like)[:-1], [rows[0].shape[-1]]], 0)
+    return tf.reshape(tf.stack(rows), shape)
+
+
+class _NeighbourhoodProducts:
+    """The neighbourhood product across lines held as `(batch * A, C)` rows, and its transpose.
+
+    `forward(neighbourhood(line))` is `sum_k line[j + k - 1] @ weights[k]` at
+    every position `j` of each of the `batch` lines of `A` positions (zeros
+    outside a line), `weights` being the `(3, F, 3F)` taps.
+    """
+
+    def __init__(self, lines, weights):
+        self.positions = lines.shape[2]
+        self.size = (lines.shape[1] or tf.shape(lines)[1]) * self.positions
+        self.weights = weights
+        self.neighbours = self._rows([-1, 0, 1])
+
+    def _rows(self, offsets, taps=1):
+        """Rows to gather from `taps`-times-taller lines (row `taps * j + k` is
+        tap k's at position j): for each position `j` and `k` in 0..2, row
+        `taps * (j + offsets[k]) + (k if taps > 1 else 0)`, or the zero row
+        appended to the rows (`_gather`) where `j + offsets[k]` is outside the
+        line."""
+        neighbours = tf.range(self.positions)[:, None] + tf.constant(offsets)
+        inside = (neighbours >= 0) & (neighbours < self.positions)
+        rows = (tf.range(0, self.size, self.positions)[:, None, None] + neighbours) * taps
+        if taps > 1:
+            rows += tf.range(taps)
+        return tf.reshape(tf.where(inside, rows, self.size * taps), (-1,))
+
+    @staticmethod
+    def _gather(rows, indices):
+        return tf.gather(tf.pad(rows, [[0, 1], [0, 0]]), indices)
+
+    def neighbourhood(self, line):
+        """`(batch * A, 3F)`: the three neighbours of every position, in the taps' order."""
+        return tf.reshape(self._gather(line, self.neighbours), (-1, 3 * line.shape[-1]))
+
+    def forward(self, neighbourhood):
+        return tf.matmul(neighbourhood, tf.reshape(self.weights, (-1, self.weights.shape[-1])))
+
+    def transposed(self):
+        """The transposed product, a function of `(batch * A, 3F)` rows."""
+        features = self.weights.shape[1]
+        # Each tap's product first, `(batch * A, 3 taps x F)`; position j then
+        # sums tap k's product at position j - k + 1 (a gather of F-wide rows
+        # is several times cheaper than of the 3F-wide gradient).
+        taps = tf.reshape(tf.transpose(self.weights, (2, 0, 1)), (-1, 3 * features))
+        tap_rows = self._rows([1, 0, -1], taps=3)
+
+        def transposed(gradient):
+            tap_products = tf.reshape(tf.matmul(gradient, taps), (-1, features))
+            gathered = self._gather(tap_products, tap_rows)
+            return tf.reduce_sum(tf.reshape(gathered, (-1, 3, features)), 1)
+
+        return transposed
+
+
+_UNROLLED_SWEEPS = {backwards: _make_unrolled_sweep(backwards) for backwards in (False, True)}
