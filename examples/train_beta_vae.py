@@ -32,7 +32,7 @@ chosen from measured learning curves (README). The authors' settings
 
     python examples/train_beta_vae.py --dataset shapes3d --betas 1 2 4 8 16 \\
         --steps 300000 --batch-size 128 --optimizer adamax --learning-rate 1e-3 \\
-        --lr-decay none --beta-warmup-steps 0 --sdn-num-features 200 \\
+        --lr-decay none --beta-warmup-steps 0 --sdn-features 200 \\
         --mixed-precision --backup-every 10000 --metric-points 10000 \\
         --metric-batch-size 64 --variance-samples 10000 --mig-samples 10000 \\
         --eval-batches 1000 --eval-images 10000
@@ -139,7 +139,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument(
-        "--sdn-num-features",
+        "--sdn-features",
+        "--sdn-num-features",  # its former name
+        dest="sdn_features",
         type=int,
         default=32,
         help="CPU-sized; the authors (and BetaVAE's default) use 200",
@@ -168,7 +170,7 @@ def parse_args(argv=None):
     add_strategy_arguments(parser)
     args = parser.parse_args(argv)
     positive = (
-        "steps", "backup_every", "batch_size", "learning_rate", "latent_dim", "sdn_num_features",
+        "steps", "backup_every", "batch_size", "learning_rate", "latent_dim", "sdn_features",
         "eval_batches", "eval_images", "metric_points", "metric_batch_size", "variance_samples", "mig_samples",
     )  # fmt: skip
     for name in positive:
@@ -184,11 +186,6 @@ def parse_args(argv=None):
     if args.steps % min(args.backup_every, args.steps):
         parser.error(f"--steps {args.steps} is not a multiple of --backup-every")
     return args
-
-
-def to_display(images, num_bits):
-    """Quantized images to full-range uint8 for viewing."""
-    return (np.asarray(images, np.float32) * (255.0 / (2**num_bits - 1))).round().astype(np.uint8)
 
 
 def tile(grid):
@@ -236,7 +233,7 @@ def latent_kls(model, images, batch_size=128):
     return total / len(images)
 
 
-def save_traversals(model, image, kls, path, title, num_bits):
+def save_traversals(model, image, kls, path, title):
     """Rows: the latents by decreasing mean KL; columns: the image, then each value."""
     order = np.argsort(-kls)
     grid = np.asarray(model.traverse(image, TRAVERSAL_VALUES, dims=order.tolist()))
@@ -247,7 +244,7 @@ def save_traversals(model, image, kls, path, title, num_bits):
         for i, kl, dead in zip(order, kls[order], collapsed)
     ]
     save_labelled_image(
-        to_display(tile(np.concatenate([originals, grid], axis=1)), num_bits),
+        model.display_images(tile(np.concatenate([originals, grid], axis=1))),
         path,
         title,
         row_labels,
@@ -256,24 +253,20 @@ def save_traversals(model, image, kls, path, title, num_bits):
     )
 
 
-def reconstruct(model, images):
-    return np.asarray(model.decode(model.encode(images)))
-
-
 def mean_absolute_error(images, reconstructions, num_bits):
     """Mean |x - x'| in 8-bit units (0..255) of images quantized to `num_bits`."""
     difference = np.abs(images.astype(np.float64) - reconstructions.astype(np.float64))
     return float(np.mean(difference) * 255.0 / (2**num_bits - 1))
 
 
-def save_reconstructions(images, reconstructions, path, title, num_bits):
+def save_reconstructions(model, images, reconstructions, path, title):
     """Rows of held-out images, each above the row of their reconstructions."""
     per_row = min(RECONSTRUCTIONS_PER_ROW, len(images))
     rows = []
     for start in range(0, len(images) - per_row + 1, per_row):
         rows += [images[start : start + per_row], reconstructions[start : start + per_row]]
     save_labelled_image(
-        to_display(tile(np.stack(rows)), num_bits),
+        model.display_images(tile(np.stack(rows))),
         path,
         title,
         ["input", "reconstruction"] * (len(rows) // 2),
@@ -341,12 +334,12 @@ class HeldOutCurve(keras.callbacks.Callback):
         self.points = []
 
     def on_epoch_end(self, epoch, logs=None):
-        dims = np.prod(self.images.shape[1:])
-        error = mean_absolute_error(self.images, reconstruct(self.model, self.images), self.num_bits)
+        reconstructions = np.asarray(self.model.reconstruct(self.images))
+        error = mean_absolute_error(self.images, reconstructions, self.num_bits)
         self.points.append(
             {
                 "step": (epoch + 1) * self.steps_per_epoch,
-                "negative_elbo_bits_per_dim": float(-logs["val_elbo"] / (dims * np.log(2.0))),
+                "negative_elbo_bits_per_dim": float(self.model.bits_per_dim(logs["val_elbo"])),
                 "reconstruction_mean_absolute_error": error,
             }
         )
@@ -384,7 +377,7 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
             beta=beta,
             beta_warmup_steps=warmup,
             num_bits=args.num_bits,
-            sdn_num_features=args.sdn_num_features,
+            sdn_features=args.sdn_features,
             observation=args.observation,
             seed=args.seed,
         )
@@ -416,25 +409,24 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
     # Training images, in another order than in training.
     evaluation = load_images(batch_size=args.batch_size, repeat=True, seed=args.seed + 1, **data)
     elbo = model.evaluate(evaluation.take(args.eval_batches), verbose=0, return_dict=True)
-    dims = np.prod(held_out.shape[1:])
     scores = disentanglement(
         lambda images: np.asarray(model.encode(quantize(images, args.num_bits))),
         ground_truth,
         args,
     )
-    reconstructions = reconstruct(model, held_out)
+    reconstructions = np.asarray(model.reconstruct(held_out))
     error = mean_absolute_error(held_out, reconstructions, args.num_bits)
     kls = latent_kls(model, held_out)
     if is_chief(strategy):
         title = f"{decoder} decoder, β = {beta:g}"
         shown = slice(0, NUM_RECONSTRUCTIONS)
         save_reconstructions(
+            model,
             held_out[shown],
             reconstructions[shown],
             output_dir / f"reconstructions_{name}.png",
             f"{title}: held-out scenes and their most likely reconstructions\n"
             f"mean absolute error {error:.1f} / 255",
-            args.num_bits,
         )
         save_traversals(
             model,
@@ -443,7 +435,6 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
             output_dir / f"traversals_{name}.png",
             f"{title}: one latent at a time set to each value\n"
             f"rows by the latent's mean KL [nats]; collapsed: KL < {COLLAPSED_KL}",
-            args.num_bits,
         )
     return {
         "decoder": decoder,
@@ -451,7 +442,7 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
         "elbo": float(elbo["elbo"]),
         "reconstruction": float(elbo["reconstruction"]),
         "kl": float(elbo["kl"]),
-        "negative_elbo_bits_per_dim": float(-elbo["elbo"] / (dims * np.log(2.0))),
+        "negative_elbo_bits_per_dim": float(model.bits_per_dim(elbo["elbo"])),
         "reconstruction_mean_absolute_error": error,
         "latent_kls": [round(float(kl), 4) for kl in kls],
         "num_collapsed_latents": int(np.sum(kls < COLLAPSED_KL)),

@@ -47,8 +47,8 @@ from keras_sdn.distribute import add_strategy_arguments  # noqa: E402
 from keras_sdn.distribute import is_chief  # noqa: E402
 from keras_sdn.distribute import strategy_from_name  # noqa: E402
 from keras_sdn.export import export_for_serving  # noqa: E402
+from keras_sdn.models import PRESETS  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
-from keras_sdn.models.sdn_vae import PRESETS  # noqa: E402
 
 TEMPERATURES = (1.0, 0.8, 0.6, 0.4)
 # Learning rates of the authors' runs (CelebA-HQ needed a smaller one).
@@ -258,11 +258,10 @@ def evaluate_bits_per_dim(model, test, num_samples):
     return float(np.mean(np.concatenate(elbo_bpd))), float(np.mean(np.concatenate(weighted_bpd)))
 
 
-def image_row(images, num_bits):
+def image_row(model, images):
     """Images side by side, rescaled to 8 bits, with a one-pixel white gap after each."""
-    images = np.round(np.asarray(images, np.float32) * (255.0 / (2**num_bits - 1)))
     gap = [(0, 0), (0, 1), (0, 1), (0, 0)]
-    images = np.pad(images.astype(np.uint8), gap, constant_values=255)
+    images = np.pad(model.display_images(images), gap, constant_values=255)
     return np.concatenate(list(images), axis=1)
 
 
@@ -288,7 +287,7 @@ def save_grid(rows, labels, title, path):
 def save_samples(model, path, samples_per_temperature):
     """One row of prior samples per temperature."""
     rows = [
-        image_row(model.sample(samples_per_temperature, temperature), model.num_bits)
+        image_row(model, model.sample(samples_per_temperature, temperature))
         for temperature in TEMPERATURES
     ]
     labels = [f"T={temperature}" for temperature in TEMPERATURES]
@@ -303,8 +302,7 @@ def save_reconstructions(model, images, path):
     half = len(images) // 2
     rows, labels = [], []
     for part in (slice(0, half), slice(half, 2 * half)):
-        rows += [image_row(images[part], model.num_bits),
-                 image_row(reconstructions[part], model.num_bits)]
+        rows += [image_row(model, images[part]), image_row(model, reconstructions[part])]
         labels += ["test image", "reconstruction"]
     title = "Test images and reconstructions\n(the most likely image given a posterior sample)"
     return save_grid(rows, labels, title, path)

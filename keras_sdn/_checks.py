@@ -10,6 +10,7 @@ import math
 import numbers
 
 import numpy as np
+from keras import ops
 
 
 def check_int(name, value, low, high=None):
@@ -78,6 +79,47 @@ def check_choice(name, value, choices):
     if isinstance(value, (str, numbers.Number, type(None))) and value in choices:
         return value
     raise ValueError(f"Expected `{name}` to be one of {tuple(choices)}. Received: {name}={value!r}")
+
+
+def check_ordered(low_name, low, high_name, high):
+    """Raises unless `low <= high` (two arguments that bound a range)."""
+    if low > high:
+        raise ValueError(
+            f"Expected `{low_name}` <= `{high_name}`. "
+            f"Received: {low_name}={low!r}, {high_name}={high!r}"
+        )
+
+
+def check_image_shape(name, value):
+    """Returns `value` as a tuple `(height, width, channels)` of ints >= 1; raises otherwise."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError(
+            f"Expected `{name}` to be (height, width, channels). Received: {name}={value!r}"
+        )
+    return tuple(
+        check_int(f"{name} {axis}", size, 1)
+        for axis, size in zip(("height", "width", "channels"), value)
+    )
+
+
+def check_permutation(name, value, items):
+    """Returns `value` as a tuple; raises unless it holds each of `items` once."""
+    if not isinstance(value, (list, tuple)) or sorted(value, key=str) != sorted(items, key=str):
+        raise ValueError(
+            f"Expected `{name}` to be an ordering of {tuple(items)}. Received: {name}={value!r}"
+        )
+    return tuple(value)
+
+
+def check_images(name, images, image_shape, batched=True):
+    """Returns `images` as a tensor; raises unless shaped `(batch,) + image_shape` (or
+    `image_shape` with `batched=False`)."""
+    images = ops.convert_to_tensor(images)
+    expected = ((None,) if batched else ()) + tuple(image_shape)
+    shape = tuple(images.shape)
+    if len(shape) != len(expected) or shape[-3:] != tuple(image_shape):
+        raise ValueError(f"Expected `{name}` of shape {expected}. Received: shape={shape}")
+    return images
 
 
 def is_real(value):

@@ -39,6 +39,7 @@ import keras
 import tensorflow as tf
 
 from keras_sdn import _compat
+from keras_sdn._checks import check_choice
 
 STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -64,10 +65,11 @@ def strategy_from_name(name, tpu=None):
     Returns:
         A `tf.distribute.Strategy`.
     """
-    if name not in STRATEGY_NAMES:
-        raise ValueError(f"`name` must be one of {STRATEGY_NAMES}; got name={name!r}.")
+    check_choice("name", name, STRATEGY_NAMES)
     if name != "tpu" and tpu is not None:
-        raise ValueError(f"`tpu` is only used with name='tpu'; got name={name!r}, tpu={tpu!r}.")
+        raise ValueError(
+            f"Expected `tpu` to be None unless name='tpu'. Received: tpu={tpu!r}, name={name!r}"
+        )
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -77,8 +79,8 @@ def strategy_from_name(name, tpu=None):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if tpu is None:
         raise ValueError(
-            "`tpu` must be a TPUClusterResolver or a TPU name or address when name='tpu'; "
-            "got tpu=None."
+            "Expected `tpu` to be a TPUClusterResolver or a TPU name or address when "
+            "name='tpu'. Received: tpu=None"
         )
     resolver = tpu
     if not isinstance(resolver, tf.distribute.cluster_resolver.TPUClusterResolver):
@@ -223,7 +225,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir, delete_checkpoint=True):
         if not backup_dir:
             raise ValueError(
-                f"`backup_dir` must be a non-empty path; got backup_dir={backup_dir!r}."
+                f"Expected `backup_dir` to be a non-empty path. Received: backup_dir={backup_dir!r}"
             )
         super().__init__(
             os.fspath(backup_dir), save_freq="epoch", delete_checkpoint=delete_checkpoint
@@ -245,8 +247,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             return
         if not self.model.built:
             raise ValueError(
-                f"The model must be built before `fit` to restore the backup in {self.backup_dir}; "
-                "build it, e.g. `model.build(input_shape)`."
+                f"Expected a built model: `fit` restores the backup in {self.backup_dir} into its "
+                "weights; build it first, e.g. `model.build(input_shape)`. "
+                f"Received: an unbuilt {type(self.model).__name__}"
             )
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)

@@ -1,6 +1,5 @@
 """TensorFlow SavedModels of keras_sdn models for TF Serving."""
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -28,18 +27,20 @@ def export_for_serving(model, path, overwrite=False, input_signature=None, max_c
     The SavedModel runs without keras_sdn, Keras or TensorFlow Probability
     installed (TF Serving, `tf.saved_model.load`, `saved_model_cli`).
 
-    For a `keras_sdn.models.SDNVAE` or `keras_sdn.models.BetaVAE`:
+    For a `keras_sdn.models.SDNVAE` or `keras_sdn.models.BetaVAE` (any
+    `keras_sdn.models.BaseVAE`), the signatures call the model's own
+    `bits_per_dim`, `reconstruct`, `encode` and `sample`:
 
     - `serving_default`: `images` (uint8, `(batch,) + image_shape`, values in
       `[0, 2**num_bits - 1]`) -> `bits_per_dim` (float32 `(batch,)`, the
       one-sample negative ELBO of each image in bits per dimension) and
       `reconstruction` (uint8, like `images`: the decoder's most likely image
       for a latent code of the image).
-    - `encode`: `images` -> the latent code. BetaVAE: `latent_means`
-      (float32 `(batch, latent_dim)`, the posterior means). SDNVAE:
-      `latents_0` ... `latents_{L-1}`, `SDNVAE.posterior_means`: every
-      stochastic layer's posterior mean through its flow, top layer first
-      (float32 `(batch, h, w, c)`).
+    - `encode`: `images` -> the latent code, the model's `encode(images)`.
+      BetaVAE: `latent_means` (float32 `(batch, latent_dim)`, the posterior
+      means). SDNVAE: `latents_0` ... `latents_{L-1}`: every stochastic
+      layer's posterior mean through its flow, top layer first (float32
+      `(batch, h, w, c)`).
     - `sample`: `count` (int32 `(1,)`) and `temperature` (float32 `(1,)`,
       the scale of the prior's standard deviation) -> `images` (uint8,
       `(count,) + image_shape`), generated from the prior.
@@ -123,7 +124,7 @@ def export_for_serving(model, path, overwrite=False, input_signature=None, max_c
             f"Expected `path` not to exist, or overwrite=True. Received: path={path!r} (exists)"
         )
     endpoints = _endpoints(model, input_signature, max_count)
-    with whole_batch(), _traced_anew(model):
+    with whole_batch():
         signatures = {
             name: tf.function(function, autograph=False).get_concrete_function(*specs)
             for name, (function, specs, _) in endpoints.items()
@@ -142,27 +143,6 @@ def export_for_serving(model, path, overwrite=False, input_signature=None, max_c
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return path
-
-
-@contextlib.contextmanager
-def _traced_anew(model):
-    """Makes an SDNVAE trace its compiled functions anew, then restores them.
-
-    The signatures call `SDNVAE.reconstruct`, `posterior_means` and `sample`,
-    `tf.function`s that the model keeps: one traced before (with the batch
-    swept in halves) would otherwise be reused inside the signatures.
-    """
-    compiled = getattr(model, "_compiled_functions", None)
-    if compiled is None:
-        yield
-        return
-    kept = dict(compiled)
-    compiled.clear()
-    try:
-        yield
-    finally:
-        compiled.clear()
-        compiled.update(kept)
 
 
 def _write_saved_model(directory, model, signatures):
@@ -260,18 +240,15 @@ def _replace(source, destination):
 
 def _endpoints(model, input_signature, max_count):
     """`{signature name: (function, input specs, warm-up inputs or None)}` of `model`."""
-    from keras_sdn.models import SDNVAE
-    from keras_sdn.models import BetaVAE
+    from keras_sdn.models import BaseVAE
 
-    vae_endpoints = {SDNVAE: _sdn_vae_endpoints, BetaVAE: _beta_vae_endpoints}
-    for model_class, endpoints in vae_endpoints.items():
-        if isinstance(model, model_class):
-            if input_signature is not None:
-                raise ValueError(
-                    f"Expected no `input_signature`: {model_class.__name__} has fixed "
-                    f"signatures. Received: input_signature={input_signature!r}"
-                )
-            return endpoints(model, max_count)
+    if isinstance(model, BaseVAE):
+        if input_signature is not None:
+            raise ValueError(
+                f"Expected no `input_signature`: {type(model).__name__} has fixed "
+                f"signatures. Received: input_signature={input_signature!r}"
+            )
+        return _vae_endpoints(model, max_count)
     return _generic_endpoints(model, input_signature, max_count)
 
 
@@ -362,17 +339,7 @@ def _checked_sample_arguments(count, temperature, max_count):
         return tf.identity(count[0]), tf.identity(temperature[0])
 
 
-def _vae_endpoints(serve, encode, sample, image_shape):
-    image_example = {"images": np.zeros((1,) + tuple(image_shape), np.uint8)}
-    image_signature = [_image_spec(image_shape)]
-    return {
-        "serving_default": (serve, image_signature, image_example),
-        "encode": (encode, image_signature, image_example),
-        "sample": (sample, SAMPLE_SIGNATURE, SAMPLE_EXAMPLE),
-    }
-
-
-def _sdn_vae_endpoints(model, max_count):
+def _vae_endpoints(model, max_count):
     image_shape = model.image_shape
 
     def checked(images):
@@ -386,44 +353,18 @@ def _sdn_vae_endpoints(model, max_count):
         }
 
     def encode(images):
-        latents = model.posterior_means(checked(images))
-        return {f"latents_{index}": latent for index, latent in enumerate(latents)}
+        code = model.encode(checked(images))
+        if isinstance(code, (list, tuple)):  # SDNVAE: one latent tensor per stochastic layer
+            return {f"latents_{index}": latent for index, latent in enumerate(code)}
+        return {"latent_means": code}
 
     def sample(count, temperature):
         return {"images": model.sample(*_checked_sample_arguments(count, temperature, max_count))}
 
-    return _vae_endpoints(serve, encode, sample, image_shape)
-
-
-def _beta_vae_endpoints(model, max_count):
-    from keras_sdn.models.beta_vae import IMAGE_SIZE
-
-    image_shape = (IMAGE_SIZE, IMAGE_SIZE, model.channels)
-    dimensions = IMAGE_SIZE * IMAGE_SIZE * model.channels
-
-    def checked(images):
-        return _checked_images(images, image_shape, model.num_bits, max_count)
-
-    def most_likely_images(codes):
-        return tf.cast(model.observation_distribution(codes).mode(), tf.uint8)
-
-    def serve(images):
-        images = checked(images)
-        terms = model(images)
-        negative_elbo = terms["reconstruction"] + terms["kl"]
-        return {
-            "bits_per_dim": negative_elbo / (dimensions * tf.math.log(2.0)),
-            "reconstruction": most_likely_images(model.posterior(images).mean()),
-        }
-
-    def encode(images):
-        return {"latent_means": model.posterior(checked(images)).mean()}
-
-    def sample(count, temperature):
-        count, temperature = _checked_sample_arguments(count, temperature, max_count)
-        codes = temperature * keras.random.normal(
-            tf.stack([count, model.latent_dim]), seed=model.seed_generator
-        )
-        return {"images": most_likely_images(codes)}
-
-    return _vae_endpoints(serve, encode, sample, image_shape)
+    image_example = {"images": np.zeros((1,) + tuple(image_shape), np.uint8)}
+    image_signature = [_image_spec(image_shape)]
+    return {
+        "serving_default": (serve, image_signature, image_example),
+        "encode": (encode, image_signature, image_example),
+        "sample": (sample, SAMPLE_SIGNATURE, SAMPLE_EXAMPLE),
+    }

@@ -82,7 +82,7 @@ def beta_vae():
     model = BetaVAE(
         latent_dim=2,
         decoder="sdn",
-        sdn_num_features=4,
+        sdn_features=4,
         beta_warmup_steps=4,
         observation="pixel_scale",
         seed=1,

@@ -1,6 +1,9 @@
 """Tests of keras_sdn.models.BetaVAE."""
 
+import json
+import math
 import os
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,7 +19,7 @@ LATENT_DIM = 3
 
 
 def make_model(decoder="conv", **kwargs):
-    kwargs = {"latent_dim": LATENT_DIM, "sdn_num_features": 8, "seed": 0, **kwargs}
+    kwargs = {"latent_dim": LATENT_DIM, "sdn_features": 8, "seed": 0, **kwargs}
     model = BetaVAE(decoder=decoder, **kwargs)
     model.build((None, 64, 64, 3))
     return model
@@ -59,7 +62,7 @@ def test_global_scale_likelihood_and_mode_against_numpy(num_bits):
     np.testing.assert_allclose(model.log_scale, -2.3, rtol=1e-6)
     images = make_images(2, seed=10, num_bits=num_bits)
     codes = np.random.default_rng(11).normal(size=(2, LATENT_DIM)).astype(np.float32)
-    likelihood = model.observation_distribution(codes)
+    likelihood = model.observation_distribution(model.decoder_network(codes))
 
     # Means on the [-1, 1] scale; a logistic over the values, discretized to
     # bins of width 1 whose end bins take the tails.
@@ -108,7 +111,7 @@ def test_reconstruction_is_the_negative_log_likelihood_of_the_sampled_code():
     kernel[:, LATENT_DIM:] = 0.0
     dense.set_weights([kernel, bias])
     images = make_images(2, seed=2)
-    likelihood = model.observation_distribution(model.encode(images))
+    likelihood = model.observation_distribution(model.decoder_network(model.encode(images)))
     np.testing.assert_allclose(
         model(images)["reconstruction"], -likelihood.log_prob(images), rtol=1e-5
     )
@@ -199,7 +202,7 @@ def test_get_config_round_trip():
         "beta_warmup_steps": 7,
         "channels": 3,
         "num_bits": 5,
-        "sdn_num_features": 8,
+        "sdn_features": 8,
         "observation": "pixel_scale",
         "seed": 0,
         "name": "vae",
@@ -233,6 +236,88 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(logs["beta"], 0.4)
 
 
+def test_elbo_and_bits_per_dim():
+    model = make_model("sdn")
+    images = make_images(3, seed=12)
+    terms = model(images)
+    negative_elbo = np.asarray(terms["reconstruction"], np.float64) + np.asarray(terms["kl"])
+    np.testing.assert_allclose(terms["elbo"], -negative_elbo, rtol=1e-6)
+    expected = negative_elbo / (64 * 64 * 3 * math.log(2.0))
+    np.testing.assert_allclose(model.bits_per_dim(terms["elbo"]), expected, rtol=1e-6)
+    assert model.num_dimensions == 64 * 64 * 3 and model.image_shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("num_bits", [8, 5, 1])
+def test_display_images_scale_to_8_bits(num_bits):
+    model = make_model(num_bits=num_bits)
+    values = np.arange(2**num_bits, dtype=np.uint8)
+    shown = model.display_images(values)
+    assert shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown, np.round(values * 255.0 / (2**num_bits - 1)))
+    assert shown[0] == 0 and shown[-1] == 255
+
+
+def test_encode_samples_follow_the_posterior():
+    model = make_model()
+    images = np.repeat(make_images(1, seed=13), 400, axis=0)
+    posterior = model.posterior(images[:1])
+    mean = np.asarray(posterior.mean(), np.float64)[0]
+    stddev = np.asarray(posterior.stddev(), np.float64)[0]
+    samples = np.asarray(model.encode(images, sample=True, batch_size=128), np.float64)
+    assert samples.shape == (400, LATENT_DIM)
+    np.testing.assert_array_less(np.abs(samples.mean(axis=0) - mean), 4 * stddev / np.sqrt(400))
+    np.testing.assert_allclose(samples.std(axis=0), stddev, rtol=0.15)
+    np.testing.assert_allclose(model.encode(images[:2]), np.stack([mean, mean]), rtol=1e-5)
+
+
+def test_reconstruct_decodes_the_posterior_means():
+    model = make_model("sdn")
+    images = make_images(3, seed=14)
+    reconstructions = model.reconstruct(images, batch_size=2)
+    assert reconstructions.shape == (3, 64, 64, 3) and reconstructions.dtype == "uint8"
+    np.testing.assert_array_equal(reconstructions, model.decode(model.encode(images)))
+
+
+def test_samples_near_temperature_zero_decode_the_prior_mean():
+    model = make_model(observation="pixel_scale")
+    samples = model.sample(2, temperature=1e-6)
+    assert samples.shape == (2, 64, 64, 3) and samples.dtype == "uint8"
+    prior_mean_image = model.decode(np.zeros((1, LATENT_DIM), np.float32))
+    np.testing.assert_array_equal(samples, np.repeat(prior_mean_image, 2, axis=0))
+    pixels = model.sample(2, temperature=1e-6, sample_pixels=True)
+    assert pixels.shape == (2, 64, 64, 3) and np.any(np.asarray(pixels) != np.asarray(samples))
+    for temperature in (0.0, float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            model.sample(2, temperature=temperature)
+    with pytest.raises(ValueError, match="num_images"):
+        model.sample(0)
+
+
+def test_configs_saved_with_former_argument_names_load(tmp_path):
+    """`sdn_num_features`, the SDN width's name before it was SDNVAE's `sdn_features`."""
+    model = make_model("sdn")
+    config = model.get_config()
+    former = {**config, "sdn_num_features": config["sdn_features"]}
+    del former["sdn_features"]
+    assert BetaVAE.from_config(former).get_config() == config
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    former_path = tmp_path / "former.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(former_path, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                saved = json.loads(data)
+                saved["config"]["sdn_num_features"] = saved["config"].pop("sdn_features")
+                data = json.dumps(saved)
+            target.writestr(item, data)
+    loaded = keras.saving.load_model(former_path)
+    assert loaded.get_config() == config
+    images = make_images(2, seed=15)
+    np.testing.assert_array_equal(loaded.encode(images), model.encode(images))
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
@@ -244,7 +329,7 @@ def test_save_and_load_round_trip(tmp_path):
         ({"beta_warmup_steps": 2.5}, "beta_warmup_steps"),
         ({"channels": 0}, "channels"),
         ({"num_bits": 9}, "num_bits"),
-        ({"sdn_num_features": 0}, "sdn_num_features"),
+        ({"sdn_features": 0}, "sdn_features"),
         ({"observation": "gaussian"}, "observation"),
     ],
 )

@@ -16,18 +16,27 @@ import tensorflow as tf
 
 from keras_sdn._checks import check_bool
 from keras_sdn._checks import check_choice
+from keras_sdn._checks import check_image_shape
+from keras_sdn._checks import check_images
 from keras_sdn._checks import check_int
 from keras_sdn._checks import check_number
+from keras_sdn._checks import check_ordered
+from keras_sdn._checks import check_permutation
 from keras_sdn._checks import check_temperature
 from keras_sdn.bijectors import AutoregressiveConvNetwork
 from keras_sdn.data import SyntheticShapes
 from keras_sdn.data import load_images
 from keras_sdn.data import quantize
 from keras_sdn.distributions import DiscretizedLogisticMixture
+from keras_sdn.distribute import BackupAndRestore
+from keras_sdn.distribute import strategy_from_name
 from keras_sdn.distributions import diagonal_gaussian
 from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers import SpatialDependency
+from keras_sdn.models import SDNVAE
+from keras_sdn.models import BetaVAE
 from keras_sdn.optimizers import UpdateSkipper
+from tiny_models import tiny_sdn_vae
 
 
 def message(name, expected, received):
@@ -149,6 +158,43 @@ def test_check_temperature_lets_tensors_through():
     assert check_temperature(array) is array
 
 
+def test_check_image_shape():
+    checked = check_image_shape("image_shape", [np.int64(8), 4, 3])
+    assert checked == (8, 4, 3) and all(type(size) is int for size in checked)
+    for value in ((8, 8), "883", None):
+        expected = "(height, width, channels)"
+        with pytest.raises(ValueError, match=message("image_shape", expected, repr(value))):
+            check_image_shape("image_shape", value)
+    with pytest.raises(ValueError, match=message("image_shape width", "an int >= 1", "True")):
+        check_image_shape("image_shape", (8, True, 3))
+
+
+def test_check_permutation():
+    assert check_permutation("order", ["b", "a"], ("a", "b")) == ("b", "a")
+    for value in (("a", "a"), ("a",), ("a", "b", "c"), "ab", ("a", 1)):
+        expected = "an ordering of ('a', 'b')"
+        with pytest.raises(ValueError, match=message("order", expected, repr(value))):
+            check_permutation("order", value, ("a", "b"))
+
+
+def test_check_ordered():
+    check_ordered("low", 2, "high", 2)
+    with pytest.raises(ValueError, match=r"^Expected `low` <= `high`\. Received: low=3, high=2$"):
+        check_ordered("low", 3, "high", 2)
+
+
+def test_check_images():
+    images = check_images("images", np.zeros((2, 4, 4, 3), np.uint8), (4, 4, 3))
+    assert tf.is_tensor(images) and tuple(images.shape) == (2, 4, 4, 3)
+    image = check_images("image", np.zeros((4, 4, 3)), (4, 4, 3), batched=False)
+    assert tuple(image.shape) == (4, 4, 3)
+    for shape in ((4, 4, 3), (2, 4, 4, 1), (2, 1, 4, 4, 3)):
+        expected = re.escape("Expected `images` of shape (None, 4, 4, 3). ")
+        received = re.escape(f"Received: shape={shape}")
+        with pytest.raises(ValueError, match=rf"^{expected}{received}$"):
+            check_images("images", np.zeros(shape), (4, 4, 3))
+
+
 # ------------------------------------------- integer arguments of the package
 
 
@@ -197,6 +243,14 @@ INT_ARGUMENTS = [
     (synthetic_images, "num_bits", 3),
     (synthetic_images, "image_size", 8),
     (synthetic_images, "seed", 2),
+    (BetaVAE, "latent_dim", 3),
+    (BetaVAE, "beta_warmup_steps", 10),
+    (BetaVAE, "channels", 1),
+    (BetaVAE, "num_bits", 5),
+    (BetaVAE, "sdn_features", 16),
+    (tiny_sdn_vae, "hidden_channels", 3),
+    (tiny_sdn_vae, "num_bits", 5),
+    (tiny_sdn_vae, "sdn_features", 4),
 ]
 
 
@@ -266,6 +320,17 @@ def test_more_int_arguments_reject_bools(call, name):
         (lambda: load_images(download=1), "download", 1),
         (lambda: load_images(random_flip="yes"), "random_flip", "'yes'"),
         (lambda: load_images(split="validation"), "split", "'validation'"),
+        (lambda: BetaVAE(decoder="pixelcnn"), "decoder", "'pixelcnn'"),
+        (lambda: BetaVAE(observation="gaussian"), "observation", "'gaussian'"),
+        (lambda: BetaVAE(beta=-1.0), "beta", -1.0),
+        (lambda: BetaVAE(beta=True), "beta", True),
+        (lambda: tiny_sdn_vae(use_sdn=1), "use_sdn", 1),
+        (lambda: tiny_sdn_vae(sdn_direction_order="up"), "sdn_direction_order", "'up'"),
+        (lambda: SDNVAE.from_preset("mnist"), "name", "'mnist'"),
+        (lambda: tiny_sdn_vae().sample(2, temperature=0.0), "temperature", 0.0),
+        (lambda: tiny_sdn_vae().encode(np.zeros((1, 4, 4, 3)), sample=1), "sample", 1),
+        (lambda: strategy_from_name("gpu"), "name", "'gpu'"),
+        (lambda: BackupAndRestore(""), "backup_dir", "''"),
     ],
 )
 def test_other_arguments_are_checked_in_keras_style(call, name, value):

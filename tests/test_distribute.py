@@ -167,9 +167,9 @@ def test_strategy_from_name():
 @pytest.mark.parametrize(
     "name, tpu, message",
     [
-        ("gpu", None, "`name` must be one of"),
-        ("mirrored", "local", "`tpu` is only used with name='tpu'"),
-        ("tpu", None, "`tpu` must be a TPUClusterResolver"),
+        ("gpu", None, r"^Expected `name` to be one of .* Received: name='gpu'$"),
+        ("mirrored", "local", r"^Expected `tpu` to be None unless name='tpu'\. Received: tpu="),
+        ("tpu", None, r"^Expected `tpu` to be a TPUClusterResolver .* Received: tpu=None$"),
     ],
 )
 def test_strategy_from_name_rejects_bad_arguments(name, tpu, message):

@@ -55,7 +55,7 @@ SERVING_CLIENT = textwrap.dedent(
 
 
 def tiny_beta_vae():
-    model = BetaVAE(latent_dim=2, decoder="sdn", sdn_num_features=4, seed=2)
+    model = BetaVAE(latent_dim=2, decoder="sdn", sdn_features=4, seed=2)
     model.build((None, 64, 64, 3))
     return model
 
@@ -257,7 +257,7 @@ def test_sdn_vae_signatures_match_the_python_model(served):
     # Python model in the same order draws the same latents.
     expected_bits = model.bits_per_dim(model(images)["elbo"])
     expected_reconstruction = model.reconstruct(images)
-    expected_latents = model.posterior_means(images)
+    expected_latents = model.encode(images)
     expected_samples = model.sample(3, temperature=0.7)
 
     served_call = outputs[("sdn_vae", "serve")]
@@ -484,7 +484,7 @@ def swept_sdn_vae(tmp_path_factory):
     keras.utils.set_random_seed(3)
     model = tiny_sdn_vae(use_sdn=True, sdn_features=4, sdn_directions=1)
     for batch in (2, 3):  # a trace for every batch size, which the export must not reuse
-        model.posterior_means(random_images((batch, 4, 4, 3), 8))
+        model.encode(random_images((batch, 4, 4, 3), 8))
     directory = str(tmp_path_factory.mktemp("swept") / "1")
     export_for_serving(model, directory)
     return model, directory
@@ -519,7 +519,7 @@ def test_sdn_vae_with_sweeps_serves_any_batch_size(swept_sdn_vae):
     model, directory = swept_sdn_vae
     encode = tf.saved_model.load(directory).signatures["encode"]
     images = random_images((5, 4, 4, 3), 8, seed=4)
-    expected = model.posterior_means(images)
+    expected = model.encode(images)
     for batch in (1, 2, 5):
         served_latents = encode(images=tf.constant(images[:batch]))
         for index, latent in enumerate(expected):

@@ -13,8 +13,8 @@ from keras_sdn.layers import DIRECTIONS
 from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers import SpatialDependency
 from keras_sdn.layers import WeightNormalization
+from keras_sdn.models import PRESETS
 from keras_sdn.models import SDNVAE
-from keras_sdn.models.sdn_vae import PRESETS
 
 NUM_BITS = 5
 SMALL = dict(
@@ -163,19 +163,19 @@ def test_generation_shapes_dtypes_and_ranges(trained, images):
         (model.sample(2, sample_pixels=True), 2),
         (model.reconstruct(images[:4]), 4),
         (model.sample_around(images[0], fixed_layers=1, temperature=0.9, num_samples=3), 3),
-        (model.interpolate(images[0], images[1], layer=1, steps=4, temperature=0.8), 4),
+        (model.interpolate(images[0], images[1], fixed_layers=1, steps=4, temperature=0.8), 4),
     ):
         assert generated.shape == (count, 8, 8, 3) and generated.dtype == tf.uint8
         assert np.max(generated) <= max_value
-    codes = model.encode(images[:2])
+    codes = model.encode(images[:2], sample=True)
     assert [tuple(z.shape) for z in codes] == [(2, 4, 4, 2), (2, 4, 4, 2)]
 
 
 def test_posterior_means_are_deterministic_unlike_posterior_samples(trained, images):
     model, _, _ = trained
-    means = [z.numpy() for z in model.posterior_means(images[:2])]
-    again = [z.numpy() for z in model.posterior_means(images[:2])]
-    samples = [z.numpy() for z in model.encode(images[:2])]
+    means = [z.numpy() for z in model.encode(images[:2])]
+    again = [z.numpy() for z in model.encode(images[:2])]
+    samples = [z.numpy() for z in model.encode(images[:2], sample=True)]
     assert [m.shape for m in means] == [s.shape for s in samples]
     for mean, repeat, sample in zip(means, again, samples):
         np.testing.assert_array_equal(mean, repeat)
@@ -393,8 +393,8 @@ def test_invalid_method_arguments_raise(trained, images):
             model.sample(2, temperature=temperature)
     with pytest.raises(ValueError, match="fixed_layers"):
         model.sample_around(images[0], fixed_layers=3)
-    with pytest.raises(ValueError, match="layer"):
-        model.interpolate(images[0], images[1], layer=0)
+    with pytest.raises(ValueError, match="fixed_layers"):
+        model.interpolate(images[0], images[1], fixed_layers=0)
     with pytest.raises(ValueError, match="input_shape"):
         model.build((None, 16, 16, 3))
 

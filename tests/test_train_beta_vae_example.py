@@ -35,7 +35,7 @@ def test_example_writes_numbers_and_plots(tmp_path):
     command = [
         sys.executable, str(SCRIPT), "--output-dir", str(tmp_path),
         "--betas", *map(str, betas), "--steps", "4", "--backup-every", "2", "--batch-size", "4",
-        "--latent-dim", str(latent_dim), "--sdn-num-features", "8", "--num-bits", str(num_bits),
+        "--latent-dim", str(latent_dim), "--sdn-features", "8", "--num-bits", str(num_bits),
         "--eval-batches", "1", "--eval-images", str(EVAL_IMAGES), "--metric-points", "8",
         "--metric-batch-size", "2", "--variance-samples", "20", "--mig-samples", "20", "--verbose", "2",
     ]  # fmt: skip

@@ -1,4 +1,6 @@
 """Generative models built from spatial dependency layers."""
 
+from keras_sdn.models.base_vae import BaseVAE
 from keras_sdn.models.beta_vae import BetaVAE
+from keras_sdn.models.presets import PRESETS
 from keras_sdn.models.sdn_vae import SDNVAE

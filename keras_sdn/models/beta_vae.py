@@ -6,11 +6,15 @@ import tensorflow_probability as tfp
 from keras import layers
 from keras import ops
 
+from keras_sdn._checks import check_bool
+from keras_sdn._checks import check_choice
 from keras_sdn._checks import check_int
-from keras_sdn.distribute import replica_loss
+from keras_sdn._checks import check_number
+from keras_sdn._compat import require_tensorflow_backend
 from keras_sdn.distribute import replica_normal
 from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.layers import SpatialDependency
+from keras_sdn.models.base_vae import BaseVAE
 
 tfd = tfp.distributions
 
@@ -24,7 +28,7 @@ IMAGE_SIZE = 64
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
-class BetaVAE(keras.Model):
+class BetaVAE(BaseVAE):
     """β-VAE on 64x64 images with a convolutional or an SDN decoder.
 
     The architecture of Higgins et al. (2017) and Locatello et al. (2019) as
@@ -66,7 +70,13 @@ class BetaVAE(keras.Model):
     metrics `loss`, `elbo` (= -(reconstruction + kl), a lower bound on
     log p(x) in nats), `reconstruction`, `kl` and `beta` (its current value).
     `compile()` defaults to Adamax with learning rate 1e-3 and epsilon 1e-8,
-    the authors' optimiser and settings (PyTorch's).
+    the authors' optimiser and settings (PyTorch's). Training, the metrics,
+    `bits_per_dim`, `sample` and the scaling of images are those of
+    `BaseVAE`, which `SDNVAE` shares.
+
+    Generation: `encode` gives the posterior means (`sample=True`: posterior
+    samples), `decode` and `reconstruct` the most likely image of a code,
+    `sample` images from the prior, `traverse` latent traversals.
 
     The defaults follow the authors' 3D Shapes run (`train_3dshapes.sh` and
     `lib/DisentanglementVAE.py` of `djordjemila/sdn`): 10 latents, an SDN
@@ -90,7 +100,7 @@ class BetaVAE(keras.Model):
         channels: Image channels.
         num_bits: Bits per sub-pixel; images hold integers in
             `[0, 2**num_bits - 1]`.
-        sdn_num_features: Features `F` of the SDN layer (`decoder="sdn"`).
+        sdn_features: Features `F` of the SDN layer (`decoder="sdn"`).
         observation: `"global_scale"` or `"pixel_scale"`, the observation
             model (see above).
         seed: Seed of the posterior sampling during training and evaluation.
@@ -100,9 +110,9 @@ class BetaVAE(keras.Model):
         `(batch, 64, 64, channels)` integer-valued images (e.g. uint8).
 
     Output shape:
-        `model(images)` returns a dict of per-image `(batch,)` tensors:
-        `"reconstruction"` (-log p(x | z), z sampled from the posterior)
-        and `"kl"`.
+        `model(images)` returns a dict of per-image `(batch,)` float32
+        tensors: `"reconstruction"` (-log p(x | z), z sampled from the
+        posterior), `"kl"` and `"elbo"` (`-(reconstruction + kl)`, nats).
 
     Example:
 
@@ -114,9 +124,13 @@ class BetaVAE(keras.Model):
               steps_per_epoch=100, epochs=5)
     codes = model.encode(images)                    # (batch, 10) means
     recon = model.decode(codes)                     # (batch, 64, 64, 3) uint8
+    samples = model.sample(16, temperature=0.8)     # (16, 64, 64, 3) uint8
     grid = model.traverse(images[0], [-2., 0., 2.])  # (10, 3, 64, 64, 3)
     ```
     """
+
+    default_learning_rate = 1e-3
+    _renamed_arguments = {"sdn_num_features": "sdn_features"}
 
     def __init__(
         self,
@@ -126,34 +140,21 @@ class BetaVAE(keras.Model):
         beta_warmup_steps=0,
         channels=3,
         num_bits=8,
-        sdn_num_features=200,
+        sdn_features=200,
         observation="global_scale",
         seed=None,
         **kwargs,
     ):
+        require_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
-        check_int("latent_dim", latent_dim, 1)
-        if decoder not in DECODERS:
-            raise ValueError(f"`decoder` must be one of {DECODERS}, got {decoder!r}.")
-        if observation not in OBSERVATIONS:
-            raise ValueError(
-                f"`observation` must be one of {OBSERVATIONS}, got {observation!r}."
-            )
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
-            raise ValueError(f"`beta` must be a number >= 0, got {beta!r}.")
-        check_int("beta_warmup_steps", beta_warmup_steps, 0)
-        check_int("channels", channels, 1)
-        check_int("num_bits", num_bits, 1, 8)
-        check_int("sdn_num_features", sdn_num_features, 1)
-
-        self.latent_dim = latent_dim
-        self.decoder_type = decoder
-        self.beta = float(beta)
-        self.beta_warmup_steps = beta_warmup_steps
-        self.channels = channels
-        self.num_bits = num_bits
-        self.sdn_num_features = sdn_num_features
-        self.observation = observation
+        self.latent_dim = check_int("latent_dim", latent_dim, 1)
+        self.decoder = check_choice("decoder", decoder, DECODERS)
+        self.beta = check_number("beta", beta, low=0)
+        self.beta_warmup_steps = check_int("beta_warmup_steps", beta_warmup_steps, 0)
+        self.channels = check_int("channels", channels, 1)
+        self.num_bits = check_int("num_bits", num_bits, 1, 8)
+        self.sdn_features = check_int("sdn_features", sdn_features, 1)
+        self.observation = check_choice("observation", observation, OBSERVATIONS)
         self.seed = seed
 
         self.encoder_network = keras.Sequential(
@@ -163,20 +164,30 @@ class BetaVAE(keras.Model):
                 layers.Conv2D(64, 4, strides=2, padding="same", activation="relu"),
                 layers.Conv2D(64, 4, strides=2, padding="same", activation="relu"),
                 layers.Flatten(),
-                layers.Dense(2 * latent_dim),
+                layers.Dense(2 * self.latent_dim),
             ],
             name="encoder",
         )
-        if decoder == "sdn":
+        self.decoder_network = self._make_decoder_network()
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # Counts training steps for the β warm-up; saved with the weights so
+        # that training resumed after loading continues the schedule.
+        self.steps_trained = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="steps_trained"
+        )
+        self._add_metrics("loss", "elbo", "reconstruction", "kl", "beta")
+
+    def _make_decoder_network(self):
+        if self.decoder == "sdn":
             stage_32 = SpatialDependency(
-                32, num_features=sdn_num_features, directions=1, upsample=2, activation="relu"
+                32, num_features=self.sdn_features, directions=1, upsample=2, activation="relu"
             )
         else:
             stage_32 = layers.Conv2DTranspose(32, 4, strides=2, padding="same", activation="relu")
-        num_params = channels
-        if observation == "pixel_scale":
-            num_params = DiscretizedLogisticMixture.params_size(1, channels)
-        self.decoder_network = keras.Sequential(
+        num_params = self.channels
+        if self.observation == "pixel_scale":
+            num_params = DiscretizedLogisticMixture.params_size(1, self.channels)
+        return keras.Sequential(
             [
                 layers.Dense(256, activation="relu"),
                 layers.Dense(4 * 4 * 64, activation="relu"),
@@ -186,26 +197,19 @@ class BetaVAE(keras.Model):
                 stage_32,
                 layers.Conv2DTranspose(num_params, 4, strides=2, padding="same"),
             ],
-            name=f"{decoder}_decoder",
+            name=f"{self.decoder}_decoder",
         )
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        # Counts training steps for the β warm-up; saved with the weights so
-        # that training resumed after loading continues the schedule.
-        self.steps_trained = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False, name="steps_trained"
-        )
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.elbo_tracker = keras.metrics.Mean(name="elbo")
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
-        self.kl_tracker = keras.metrics.Mean(name="kl")
-        self.beta_tracker = keras.metrics.Mean(name="beta")
+
+    @property
+    def image_shape(self):
+        """`(64, 64, channels)`."""
+        return (IMAGE_SIZE, IMAGE_SIZE, self.channels)
 
     def build(self, input_shape):
-        expected = (IMAGE_SIZE, IMAGE_SIZE, self.channels)
-        if len(input_shape) != 4 or tuple(input_shape[1:]) != expected:
+        if len(input_shape) != 4 or tuple(input_shape[1:]) != self.image_shape:
             raise ValueError(
-                f"`images` must have shape (batch, {IMAGE_SIZE}, {IMAGE_SIZE}, "
-                f"{self.channels}), got {tuple(input_shape)}."
+                f"Expected `images` of shape (batch,) + {self.image_shape}. "
+                f"Received: input_shape={tuple(input_shape)}"
             )
         self.encoder_network.build(input_shape)
         self.decoder_network.build((input_shape[0], self.latent_dim))
@@ -218,45 +222,24 @@ class BetaVAE(keras.Model):
                 name="log_scale_weight",
             )
 
-    @property
-    def metrics(self):
-        return [
-            self.loss_tracker,
-            self.elbo_tracker,
-            self.reconstruction_tracker,
-            self.kl_tracker,
-            self.beta_tracker,
-        ]
-
-    def compile(self, optimizer=None, **kwargs):
-        """Configures training; `optimizer` defaults to Adamax(1e-3, epsilon=1e-8).
-
-        The loss is the model's own negative β-ELBO: passing `loss` raises.
-        """
-        if kwargs.get("loss") is not None:
-            raise ValueError(
-                "`loss` must not be given: BetaVAE trains on its own negative "
-                f"beta-ELBO, got loss={kwargs['loss']!r}."
-            )
-        if optimizer is None:
-            optimizer = keras.optimizers.Adamax(learning_rate=1e-3, epsilon=1e-8)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
     def posterior(self, images):
         """The diagonal Gaussian q(z | images), batch shape `(batch,)`."""
-        scaled = ops.cast(images, "float32") / (2**self.num_bits - 1) * 2.0 - 1.0
         # The posterior and its KL stay in float32 under a mixed precision policy.
-        outputs = ops.cast(self.encoder_network(scaled), "float32")
+        outputs = ops.cast(self.encoder_network(self._to_unit_range(images)), "float32")
         mean, log_variance = ops.split(outputs, 2, axis=-1)
         return tfd.Independent(
             tfd.Normal(loc=mean, scale=ops.exp(0.5 * log_variance)),
             reinterpreted_batch_ndims=1,
         )
+
+    def _posterior_sample(self, posterior):
+        """A reparameterised sample of `posterior`.
+
+        Under a strategy each replica draws the rows of the global batch it
+        holds, so n replicas match one device.
+        """
+        noise = replica_normal(ops.shape(posterior.mean()), seed=self.seed_generator)
+        return posterior.mean() + posterior.stddev() * noise
 
     @property
     def log_scale(self):
@@ -270,9 +253,12 @@ class BetaVAE(keras.Model):
             reinterpreted_batch_ndims=1,
         )
 
-    def observation_distribution(self, z, temperature=1.0):
-        """p(x | z): a `DiscretizedLogisticMixture` over `(64, 64, channels)` images."""
-        params = ops.cast(self.decoder_network(z), "float32")
+    def observation_distribution(self, params, temperature=1.0):
+        """p(x | z) for decoder output `params = decoder_network(z)`.
+
+        A `DiscretizedLogisticMixture` over `(64, 64, channels)` images.
+        """
+        params = ops.cast(params, "float32")
         if self.observation == "global_scale":
             # One component: logit 0, the means, the shared log-scale and no
             # coupling between the channels.
@@ -292,14 +278,10 @@ class BetaVAE(keras.Model):
 
     def call(self, images):
         posterior = self.posterior(images)
-        # Reparameterised sample; under a strategy each replica draws the rows
-        # of the global batch it holds, so n replicas match one device.
-        noise = replica_normal(ops.shape(posterior.mean()), seed=self.seed_generator)
-        z = posterior.mean() + posterior.stddev() * noise
-        return {
-            "reconstruction": -self.observation_distribution(z).log_prob(images),
-            "kl": tfd.kl_divergence(posterior, self.prior()),
-        }
+        z = self._posterior_sample(posterior)
+        reconstruction = -self.observation_distribution(self.decoder_network(z)).log_prob(images)
+        kl = tfd.kl_divergence(posterior, self.prior())
+        return {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)}
 
     def current_beta(self):
         """The KL weight of the next training step (after the warm-up: `beta`)."""
@@ -308,55 +290,57 @@ class BetaVAE(keras.Model):
         progress = ops.cast(self.steps_trained, "float32") / self.beta_warmup_steps
         return self.beta * ops.minimum(progress, 1.0)
 
-    def train_step(self, data):
-        images = keras.utils.unpack_x_y_sample_weight(data)[0]
+    def _loss_and_metrics(self, images, training):
         beta = self.current_beta()
-        with tf.GradientTape() as tape:
-            terms = self(images, training=True)
-            loss = self._beta_loss(terms, beta)
-            # Under mixed precision the optimizer is a LossScaleOptimizer: it
-            # scales the loss here and unscales the gradients in `apply`.
-            scaled_loss = self.optimizer.scale_loss(replica_loss(loss))
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        terms = self(images, training=training)
+        loss = ops.mean(terms["reconstruction"] + beta * terms["kl"])
+        return loss, {"loss": loss, "beta": beta, **terms}
+
+    def _apply_update(self, gradients, weights):
+        super()._apply_update(gradients, weights)
         self.steps_trained.assign_add(1)
-        return self._update_metrics(loss, terms, beta)
 
-    def test_step(self, data):
-        images = keras.utils.unpack_x_y_sample_weight(data)[0]
-        beta = self.current_beta()
-        terms = self(images, training=False)
-        loss = self._beta_loss(terms, beta)
-        return self._update_metrics(loss, terms, beta)
-
-    @staticmethod
-    def _beta_loss(terms, beta):
-        return ops.mean(terms["reconstruction"] + beta * terms["kl"])
-
-    def _update_metrics(self, loss, terms, beta):
-        self.loss_tracker.update_state(loss)
-        self.elbo_tracker.update_state(-(terms["reconstruction"] + terms["kl"]))
-        self.reconstruction_tracker.update_state(terms["reconstruction"])
-        self.kl_tracker.update_state(terms["kl"])
+    def _update_metrics(self, values):
         # `beta` shows the value in use, not an average over the epoch.
         self.beta_tracker.reset_state()
-        self.beta_tracker.update_state(beta)
-        return {metric.name: metric.result() for metric in self.metrics}
+        return super()._update_metrics(values)
 
-    def encode(self, images, batch_size=128):
-        """Posterior means `(n, latent_dim)` of `images` `(n, 64, 64, channels)`.
+    def encode(self, images, sample=False, batch_size=128):
+        """The latent codes `(n, latent_dim)` of `images` `(n, 64, 64, channels)`.
 
-        Works in batches of `batch_size` images to bound memory.
+        Args:
+            images: Integer images.
+            sample: If False (default), the posterior means; if True,
+                samples from the posterior.
+            batch_size: Images per pass, to bound memory (a batch of unknown
+                size, inside a `tf.function`, is encoded in one pass).
         """
-        return self._batched(lambda batch: self.posterior(batch).mean(), images, batch_size)
+        sample = check_bool("sample", sample)
+
+        def encode(batch):
+            posterior = self.posterior(batch)
+            return self._posterior_sample(posterior) if sample else posterior.mean()
+
+        return self._batched(encode, images, batch_size)
 
     def decode(self, z, batch_size=128):
         """The most likely image (uint8, `(n, 64, 64, channels)`) of each code in `z`."""
         return self._batched(
-            lambda batch: ops.cast(self.observation_distribution(batch).mode(), "uint8"),
-            z,
-            batch_size,
+            lambda batch: self._images_from(self.decoder_network(batch)), z, batch_size
         )
+
+    def reconstruct(self, images, batch_size=128):
+        """The most likely images (uint8) for the posterior means of `images`.
+
+        `decode(encode(images))`.
+        """
+        return self.decode(self.encode(images, batch_size=batch_size), batch_size=batch_size)
+
+    def _sample(self, num_images, temperature, sample_pixels):
+        codes = temperature * keras.random.normal(
+            tf.stack([num_images, self.latent_dim]), seed=self.seed_generator
+        )
+        return self._images_from(self.decoder_network(codes), temperature, sample_pixels)
 
     def traverse(self, image, values, dims=None):
         """Decodes the code of `image` with one latent at a time set to each value.
@@ -370,21 +354,18 @@ class BetaVAE(keras.Model):
             uint8 tensor `(len(dims), len(values), 64, 64, channels)`: row `i`
             sets latent `dims[i]` of the image's posterior mean to each value.
         """
-        if len(ops.shape(image)) != 3:
-            raise ValueError(
-                f"`image` must be one image of rank 3, got shape {tuple(ops.shape(image))}."
-            )
+        image = self._check_images(image, name="image", batched=False)
         values = ops.convert_to_tensor(values, "float32")
         if len(values.shape) != 1 or values.shape[0] == 0:
             raise ValueError(
-                f"`values` must be a non-empty 1-D sequence, got shape {tuple(values.shape)}."
+                "Expected `values` to be a non-empty 1-D sequence. "
+                f"Received: values of shape {tuple(values.shape)}"
             )
         dims = list(range(self.latent_dim)) if dims is None else list(dims)
-        if not dims or any(d not in range(self.latent_dim) for d in dims):
-            raise ValueError(
-                f"`dims` must be a non-empty list of integers in [0, {self.latent_dim}), "
-                f"got {dims!r}."
-            )
+        if not dims:
+            raise ValueError(f"Expected `dims` to be non-empty. Received: dims={dims!r}")
+        for dim in dims:
+            check_int("dims entry", dim, 0, self.latent_dim - 1)
         code = self.encode(image[None])[0]
         mask = ops.one_hot(dims, self.latent_dim)[:, None, :]
         codes = code * (1.0 - mask) + values[None, :, None] * mask
@@ -394,9 +375,12 @@ class BetaVAE(keras.Model):
     @staticmethod
     def _batched(function, inputs, batch_size):
         check_int("batch_size", batch_size, 1)
+        inputs = ops.convert_to_tensor(inputs)
+        if inputs.shape[0] is None:
+            return function(inputs)
         outputs = [
             function(inputs[start : start + batch_size])
-            for start in range(0, len(inputs), batch_size)
+            for start in range(0, inputs.shape[0], batch_size)
         ]
         return ops.concatenate(outputs, axis=0)
 
@@ -404,12 +388,12 @@ class BetaVAE(keras.Model):
         return {
             **super().get_config(),
             "latent_dim": self.latent_dim,
-            "decoder": self.decoder_type,
+            "decoder": self.decoder,
             "beta": self.beta,
             "beta_warmup_steps": self.beta_warmup_steps,
             "channels": self.channels,
             "num_bits": self.num_bits,
-            "sdn_num_features": self.sdn_num_features,
+            "sdn_features": self.sdn_features,
             "observation": self.observation,
             "seed": self.seed,
         }

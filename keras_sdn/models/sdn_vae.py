@@ -5,24 +5,27 @@ import itertools
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_sdn._checks import check_bool
 from keras_sdn._checks import check_choice
+from keras_sdn._checks import check_image_shape
 from keras_sdn._checks import check_int
 from keras_sdn._checks import check_number
+from keras_sdn._checks import check_ordered
+from keras_sdn._checks import check_permutation
 from keras_sdn._checks import check_temperature
 from keras_sdn._compat import require_tensorflow_backend
 from keras_sdn.bijectors.autoregressive_conv_network import ORDERINGS
-from keras_sdn.distribute import replica_loss
 from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.layers import DIRECTIONS
 from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers._base import clone_initializer
 from keras_sdn.models._ladder_blocks import LadderBlock
 from keras_sdn.models._ladder_blocks import convolution
+from keras_sdn.models.base_vae import BaseVAE
+from keras_sdn.models.presets import PRESETS
 from keras_sdn.optimizers import UpdateSkipper
 
 # The authors' `_get_dirs` order: left-to-right, right-to-left, top-to-bottom,
@@ -30,74 +33,9 @@ from keras_sdn.optimizers import UpdateSkipper
 # and the next the columns both ways.
 AUTHORS_DIRECTION_ORDER = ("right", "left", "down", "up")
 
-# Constructor arguments of the paper's configurations (the authors'
-# train_cifar.sh, train_imagenet.sh and train_celeb.sh) and of a CPU-sized
-# model. Unlisted arguments take the constructor defaults (IAF networks and
-# context of 100 channels, free bits 0.01 nats).
-PRESETS = {
-    "cifar10": dict(
-        image_shape=(32, 32, 3),
-        num_bits=8,
-        hidden_channels=200,
-        latent_channels=4,
-        num_layers=15,
-        downsample_at=(5, 10),
-        num_mixtures=5,
-        sdn_max_scale=32,
-        sdn_features=360,
-        sdn_features_decrement=128,
-        sdn_directions=2,
-        ema_decay=0.999,
-    ),
-    "imagenet32": dict(
-        image_shape=(32, 32, 3),
-        num_bits=8,
-        hidden_channels=200,
-        latent_channels=4,
-        num_layers=16,
-        downsample_at=(3, 7, 11),
-        num_mixtures=10,
-        sdn_max_scale=32,
-        sdn_features=424,
-        sdn_features_decrement=0,
-        sdn_directions=3,
-        ema_decay=0.9995,
-    ),
-    "celebahq256": dict(
-        image_shape=(256, 256, 3),
-        num_bits=5,
-        hidden_channels=200,
-        latent_channels=4,
-        num_layers=17,
-        downsample_at=(4, 7, 9, 11, 13, 15),
-        num_mixtures=30,
-        sdn_max_scale=64,
-        sdn_features=360,
-        sdn_features_decrement=0,
-        sdn_directions=2,
-        ema_decay=0.999,
-    ),
-    "tiny": dict(
-        image_shape=(16, 16, 3),
-        num_bits=8,
-        hidden_channels=32,
-        latent_channels=4,
-        num_layers=4,
-        downsample_at=(1, 3),
-        num_mixtures=5,
-        sdn_max_scale=32,
-        sdn_features=32,
-        sdn_features_decrement=0,
-        sdn_directions=2,
-        iaf_hidden_channels=32,
-        context_channels=32,
-        ema_decay=0.99,
-    ),
-}
-
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
-class SDNVAE(keras.Model):
+class SDNVAE(BaseVAE):
     """SDN-VAE (Miladinovic et al., ICLR 2021): a hierarchical VAE for image density.
 
     The IAF-VAE of Kingma et al. (2016) with the paper's changes. A
@@ -141,11 +79,14 @@ class SDNVAE(keras.Model):
     the updates. Progress bar and history report `loss` (that objective),
     `elbo` and `kl` (nats per image) and `bpd` (negative ELBO in bits per
     dimension). `compile()` defaults to Adamax with learning rate 2e-3 and
-    epsilon 1e-8 (PyTorch's default, used by the authors). After every
+    epsilon 1e-8 (PyTorch's default, used by the authors). Training, the
+    metrics, `bits_per_dim`, `sample` and the scaling of images are those of
+    `BaseVAE`, which `BetaVAE` shares. After every
     step an exponential moving average of the weights is updated (decay
     `min(ema_decay, (1 + t) / (10 + t))` at step t); evaluation (`evaluate`,
     `model(images)`), `log_likelihood`, `encode` and generation use the
-    averaged weights. Mixed precision (`keras.mixed_precision`) works: the
+    averaged weights (`encode` gives the posterior means, `sample=True`
+    posterior samples). Mixed precision (`keras.mixed_precision`) works: the
     latents, flows and densities are computed in float32. Under a
     `tf.distribute` strategy the gradient is that of the global batch
     (`keras_sdn.distribute.replica_loss`, `replica_normal`), except that the
@@ -205,14 +146,17 @@ class SDNVAE(keras.Model):
     Example:
 
     ```python
-    model = SDNVAE.from_preset("tiny", image_shape=(16, 16, 3))
+    model = SDNVAE.from_preset("tiny", image_shape=(16, 16, 3))  # see keras_sdn.models.PRESETS
     model.compile(optimizer=keras.optimizers.Adamax(2e-3))
     model.fit(keras_sdn.data.load_images(image_size=16), epochs=3)
     nats = model.log_likelihood(images, num_samples=16)   # (batch,)
     bpd = model.bits_per_dim(nats)
     samples = model.sample(16, temperature=0.8)           # uint8 (16, 16, 16, 3)
+    codes = model.encode(images)                          # posterior means, top layer first
     ```
     """
+
+    default_learning_rate = 2e-3
 
     def __init__(
         self,
@@ -244,152 +188,128 @@ class SDNVAE(keras.Model):
     ):
         require_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
-        image_shape = tuple(image_shape) if isinstance(image_shape, (list, tuple)) else image_shape
-        if not isinstance(image_shape, tuple) or len(image_shape) != 3:
-            raise ValueError(
-                "Expected `image_shape` to be (height, width, channels). "
-                f"Received: image_shape={image_shape!r}"
-            )
-        image_shape = tuple(
-            check_int(f"image_shape {axis}", size, 1)
-            for axis, size in zip(("height", "width", "channels"), image_shape)
+        self.image_shape = check_image_shape("image_shape", image_shape)
+        self.num_bits = check_int("num_bits", num_bits, 1, 8)
+        self.hidden_channels = check_int("hidden_channels", hidden_channels, 1)
+        self.latent_channels = check_int("latent_channels", latent_channels, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
+        self.downsample_at = self._checked_downsample_at(downsample_at)
+        self.num_mixtures = check_int("num_mixtures", num_mixtures, 1)
+        self.use_sdn = check_bool("use_sdn", use_sdn)
+        self.sdn_min_scale = check_int("sdn_min_scale", sdn_min_scale, 1)
+        self.sdn_max_scale = check_int("sdn_max_scale", sdn_max_scale, 1)
+        check_ordered("sdn_min_scale", self.sdn_min_scale, "sdn_max_scale", self.sdn_max_scale)
+        self.sdn_features = check_int("sdn_features", sdn_features, 1)
+        self.sdn_features_decrement = check_int("sdn_features_decrement", sdn_features_decrement, 0)
+        self.sdn_directions = check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
+        self.sdn_direction_order = check_permutation(
+            "sdn_direction_order", sdn_direction_order, DIRECTIONS
         )
-        num_bits = check_int("num_bits", num_bits, 1, 8)
-        hidden_channels = check_int("hidden_channels", hidden_channels, 1)
-        latent_channels = check_int("latent_channels", latent_channels, 1)
-        num_layers = check_int("num_layers", num_layers, 1)
-        num_mixtures = check_int("num_mixtures", num_mixtures, 1)
-        sdn_min_scale = check_int("sdn_min_scale", sdn_min_scale, 1)
-        sdn_max_scale = check_int("sdn_max_scale", sdn_max_scale, 1)
-        sdn_features = check_int("sdn_features", sdn_features, 1)
-        iaf_hidden_channels = check_int("iaf_hidden_channels", iaf_hidden_channels, 1)
-        iaf_hidden_layers = check_int("iaf_hidden_layers", iaf_hidden_layers, 1)
-        context_channels = check_int("context_channels", context_channels, 1)
-        sdn_features_decrement = check_int("sdn_features_decrement", sdn_features_decrement, 0)
-        sdn_directions = check_int("sdn_directions", sdn_directions, 1, len(DIRECTIONS))
-        use_sdn = check_bool("use_sdn", use_sdn)
-        weight_normalization = check_bool("weight_normalization", weight_normalization)
-        check_choice("iaf_ordering", iaf_ordering, ORDERINGS)
+        self.iaf_hidden_channels = check_int("iaf_hidden_channels", iaf_hidden_channels, 1)
+        self.iaf_hidden_layers = check_int("iaf_hidden_layers", iaf_hidden_layers, 1)
+        self.iaf_ordering = check_choice("iaf_ordering", iaf_ordering, ORDERINGS)
+        self.context_channels = check_int("context_channels", context_channels, 1)
+        self.free_bits = check_number("free_bits", free_bits, low=0)
+        self.ema_decay = check_number("ema_decay", ema_decay, 0, 1, high_open=True)
+        self.weight_normalization = check_bool("weight_normalization", weight_normalization)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         if skip_factor is not None:
             skip_factor = check_number("skip_factor", skip_factor, low=1, low_open=True)
-        sdn_direction_order = tuple(sdn_direction_order)
-        if sorted(sdn_direction_order) != sorted(DIRECTIONS):
-            raise ValueError(
-                f"Expected `sdn_direction_order` to be an ordering of {DIRECTIONS}. "
-                f"Received: sdn_direction_order={sdn_direction_order!r}"
-            )
-        downsample_at = tuple(
-            sorted({check_int("downsample_at entry", i, 0, num_layers - 1) for i in downsample_at})
-        )
-        factor = 2 ** len(downsample_at)
-        if image_shape[0] % factor or image_shape[1] % factor:
-            raise ValueError(
-                "Expected `image_shape` height and width divisible by 2**len(downsample_at) "
-                f"= {factor}. Received: image_shape={image_shape}, downsample_at={downsample_at}"
-            )
-        if sdn_min_scale > sdn_max_scale:
-            raise ValueError(
-                "Expected `sdn_min_scale` <= `sdn_max_scale`. Received: "
-                f"sdn_min_scale={sdn_min_scale}, sdn_max_scale={sdn_max_scale}"
-            )
-        free_bits = check_number("free_bits", free_bits, low=0)
-        ema_decay = check_number("ema_decay", ema_decay, 0, 1, high_open=True)
-
-        self.image_shape = image_shape
-        self.num_bits = num_bits
-        self.hidden_channels = hidden_channels
-        self.latent_channels = latent_channels
-        self.num_layers = num_layers
-        self.downsample_at = downsample_at
-        self.num_mixtures = num_mixtures
-        self.use_sdn = use_sdn
-        self.sdn_min_scale = sdn_min_scale
-        self.sdn_max_scale = sdn_max_scale
-        self.sdn_features = sdn_features
-        self.sdn_features_decrement = sdn_features_decrement
-        self.sdn_directions = sdn_directions
-        self.sdn_direction_order = sdn_direction_order
-        self.iaf_hidden_channels = iaf_hidden_channels
-        self.iaf_hidden_layers = iaf_hidden_layers
-        self.iaf_ordering = iaf_ordering
-        self.context_channels = context_channels
-        self.free_bits = free_bits
-        self.ema_decay = ema_decay
-        self.weight_normalization = weight_normalization
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.skip_factor = skip_factor
         self.seed = seed
-
-        height, width, channels = image_shape
         # Compiled generation and evaluation functions, kept out of Keras and
         # SavedModel tracking (they are rebuilt on demand).
         object.__setattr__(self, "_compiled_functions", {})
-        directions = itertools.cycle(sdn_direction_order)
+        self._make_layers()
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.update_skipper = None
+        if skip_factor is not None:
+            self.update_skipper = UpdateSkipper(factor=skip_factor, name="update_skipper")
+        self._add_metrics("loss", "elbo", "kl", "bpd")
+        self.build((None,) + self.image_shape)
+
+    def _checked_downsample_at(self, downsample_at):
+        """`downsample_at` as sorted unique layer indices that `image_shape` allows."""
+        last = self.num_layers - 1
+        downsample_at = tuple(
+            sorted({check_int("downsample_at entry", i, 0, last) for i in downsample_at})
+        )
+        factor = 2 ** len(downsample_at)
+        if self.image_shape[0] % factor or self.image_shape[1] % factor:
+            raise ValueError(
+                "Expected `image_shape` height and width divisible by 2**len(downsample_at) "
+                f"= {factor}. Received: image_shape={self.image_shape}, "
+                f"downsample_at={downsample_at}"
+            )
+        return downsample_at
+
+    # ------------------------------------------------------------- the ladder
+
+    def _make_layers(self):
+        """The input convolution, the ladder blocks and the output layer."""
+        directions = itertools.cycle(self.sdn_direction_order)
 
         def take(count):
             """The next `count` directions of the round-robin."""
             return tuple(itertools.islice(directions, count))
 
-        sublayer = dict(dtype=self.dtype_policy)
-        convolutions = dict(
-            weight_normalization=weight_normalization,
-            kernel_initializer=self.kernel_initializer,
-            **sublayer,
+        self.input_layer = convolution(
+            self.hidden_channels, 3, name="input_layer", **self._convolution_arguments()
         )
-        self.input_layer = convolution(hidden_channels, 3, name="input_layer", **convolutions)
         self.blocks = []
-        scale = max(height, width)
-        for index in range(num_layers):
-            resample = index in downsample_at
+        scale = max(self.image_shape[:2])
+        for index in range(self.num_layers):
             features = self._sdn_features_at(scale)
-            self.blocks.append(
-                LadderBlock(
-                    hidden_channels,
-                    latent_channels,
-                    context_channels,
-                    resample=resample,
-                    top=index == num_layers - 1,
-                    sdn_features=features,
-                    sdn_directions=None
-                    if features is None
-                    else (take(sdn_directions), take(sdn_directions)),
-                    iaf_hidden_channels=iaf_hidden_channels,
-                    iaf_hidden_layers=iaf_hidden_layers,
-                    iaf_ordering=iaf_ordering,
-                    weight_normalization=weight_normalization,
-                    kernel_initializer=self.kernel_initializer,
-                    seed=None if seed is None else seed + 1 + index,
-                    name=f"ladder_block_{index}",
-                    **sublayer,
-                )
-            )
-            if resample:
+            pair = None
+            if features is not None:
+                pair = (take(self.sdn_directions), take(self.sdn_directions))
+            self.blocks.append(self._ladder_block(index, features, pair))
+            if index in self.downsample_at:
                 scale //= 2
-        self._top_shape = (height // factor, width // factor, hidden_channels)
-        params_size = DiscretizedLogisticMixture.params_size(num_mixtures, channels)
+        height, width, channels = self.image_shape
+        factor = 2 ** len(self.downsample_at)
+        self._top_shape = (height // factor, width // factor, self.hidden_channels)
+        params_size = DiscretizedLogisticMixture.params_size(self.num_mixtures, channels)
         output_features = self._sdn_features_at(max(height, width))
         if output_features is None:
-            self.output_layer = convolution(params_size, 3, name="output_layer", **convolutions)
+            self.output_layer = convolution(
+                params_size, 3, name="output_layer", **self._convolution_arguments()
+            )
         else:
             self.output_layer = ResidualSpatialDependency(
                 params_size,
                 num_features=output_features,
                 directions=take(len(DIRECTIONS)),
                 kernel_size=3,
-                weight_normalization=weight_normalization,
+                weight_normalization=self.weight_normalization,
                 kernel_initializer=clone_initializer(self.kernel_initializer),
                 name="output_layer",
-                **sublayer,
+                dtype=self.dtype_policy,
             )
-        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
-        self.update_skipper = (
-            None if skip_factor is None else UpdateSkipper(factor=skip_factor, name="update_skipper")
+
+    def _convolution_arguments(self):
+        return dict(
+            weight_normalization=self.weight_normalization,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
         )
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.elbo_tracker = keras.metrics.Mean(name="elbo")
-        self.kl_tracker = keras.metrics.Mean(name="kl")
-        self.bpd_tracker = keras.metrics.Mean(name="bpd")
-        self.build((None,) + image_shape)
+
+    def _ladder_block(self, index, sdn_features, sdn_directions):
+        return LadderBlock(
+            self.hidden_channels,
+            self.latent_channels,
+            self.context_channels,
+            resample=index in self.downsample_at,
+            top=index == self.num_layers - 1,
+            sdn_features=sdn_features,
+            sdn_directions=sdn_directions,
+            iaf_hidden_channels=self.iaf_hidden_channels,
+            iaf_hidden_layers=self.iaf_hidden_layers,
+            iaf_ordering=self.iaf_ordering,
+            name=f"ladder_block_{index}",
+            seed=None if self.seed is None else self.seed + 1 + index,
+            **self._convolution_arguments(),
+        )
 
     def _sdn_features_at(self, scale):
         """ResSDN features for a block of output scale `scale`, or None for convolutions."""
@@ -399,8 +319,10 @@ class SDNVAE(keras.Model):
         features = self.sdn_features - self.sdn_features_decrement * halvings
         if features < 1:
             raise ValueError(
-                f"`sdn_features_decrement`={self.sdn_features_decrement} leaves no SDN "
-                f"features at scale {scale} (sdn_features={self.sdn_features})."
+                "Expected `sdn_features_decrement` to leave SDN features at every scale with "
+                f"ResSDN layers; at scale {scale} it leaves {features}. Received: "
+                f"sdn_features_decrement={self.sdn_features_decrement}, "
+                f"sdn_features={self.sdn_features}"
             )
         return features
 
@@ -408,13 +330,13 @@ class SDNVAE(keras.Model):
     def from_preset(cls, name, **overrides):
         """A model with the arguments of preset `name`, updated by `overrides`.
 
-        Presets: `"cifar10"`, `"imagenet32"`, `"celebahq256"` (the paper's
-        configurations; CelebA-HQ with 5-bit images) and `"tiny"` (16x16 by
-        default, a few seconds per epoch of a few hundred images on 2 CPU
-        cores; pass `image_shape=(32, 32, 3)` for 32x32).
+        Presets (`keras_sdn.models.PRESETS`): `"cifar10"`, `"imagenet32"`,
+        `"celebahq256"` (the paper's configurations; CelebA-HQ with 5-bit
+        images) and `"tiny"` (16x16 by default, a few seconds per epoch of a
+        few hundred images on 2 CPU cores; pass `image_shape=(32, 32, 3)` for
+        32x32).
         """
-        if name not in PRESETS:
-            raise ValueError(f"Expected `name` to be one of {sorted(PRESETS)}. Received: name={name!r}")
+        check_choice("name", name, sorted(PRESETS))
         return cls(**{**PRESETS[name], **overrides})
 
     def build(self, input_shape=None):
@@ -449,16 +371,6 @@ class SDNVAE(keras.Model):
             for index, weight in enumerate(self.trainable_weights)
         ]
 
-    # ------------------------------------------------------------------ model
-
-    @property
-    def num_dimensions(self):
-        """Sub-pixels per image, `height * width * channels`."""
-        return int(np.prod(self.image_shape))
-
-    def _to_unit_range(self, images):
-        return ops.cast(images, "float32") * (2.0 / (2**self.num_bits - 1)) - 1.0
-
     def _encode_terms(self, images):
         """Bottom-up pass: the posterior terms of every layer, bottom layer first."""
         hidden = self.input_layer(self._to_unit_range(images))
@@ -471,7 +383,7 @@ class SDNVAE(keras.Model):
     def _top_down(
         self, batch_size, posterior_terms=None, latents=None, temperature=1.0, shared_noise=False
     ):
-        """Top-down pass: `(likelihood params, latents, kls)`, both lists top layer first.
+        """Top-down pass: `(observation params, latents, kls)`, both lists top layer first.
 
         Layer `i` from the top uses `latents[i]` when given (not None), else
         the posterior when `posterior_terms` are given, else the prior at
@@ -493,8 +405,8 @@ class SDNVAE(keras.Model):
         params = ops.cast(self.output_layer(ops.elu(hidden)), "float32")
         return params, all_latents, kls
 
-    def likelihood(self, params, temperature=1.0):
-        """The observation model p(x | z) for decoder output `params`."""
+    def observation_distribution(self, params, temperature=1.0):
+        """p(x | z) for the decoder's output `params` (of the top-down pass)."""
         return DiscretizedLogisticMixture(
             params, channels=self.image_shape[-1], num_bits=self.num_bits, temperature=temperature
         )
@@ -503,75 +415,46 @@ class SDNVAE(keras.Model):
         """`(log p(x | z), [KL_l])` per image, one posterior sample, top layer first."""
         terms = self._encode_terms(images)
         params, _, kls = self._top_down(ops.shape(images)[0], posterior_terms=terms)
-        return self.likelihood(params).log_prob(images), kls
+        return self.observation_distribution(params).log_prob(images), kls
+
+    def _elbo_terms_of(self, images, training):
+        """`_elbo_terms` with the trained weights (`training`) or the averaged ones."""
+        with contextlib.nullcontext() if training else self._averaged():
+            return self._elbo_terms(images)
 
     def call(self, images, training=False):
-        with contextlib.nullcontext() if training else self._averaged():
-            log_likelihood, kls = self._elbo_terms(images)
+        log_likelihood, kls = self._elbo_terms_of(images, training)
         kl = ops.sum(ops.stack(kls), axis=0)
         return {"elbo": log_likelihood - kl, "kl": kl}
 
     # --------------------------------------------------------------- training
-
-    def compile(self, optimizer=None, **kwargs):
-        """Configures training; `optimizer` defaults to Adamax(2e-3, epsilon=1e-8).
-
-        The loss is the model's own free-bits objective: passing `loss` raises.
-        """
-        if kwargs.get("loss") is not None:
-            raise ValueError(
-                f"Expected no `loss`: SDNVAE computes its own. Received: loss={kwargs['loss']!r}"
-            )
-        if optimizer is None:
-            optimizer = keras.optimizers.Adamax(learning_rate=2e-3, epsilon=1e-8)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.elbo_tracker, self.kl_tracker, self.bpd_tracker]
 
     def _objective(self, log_likelihood, kls):
         """The free-bits loss in nats per image (batch mean)."""
         floored_kl = sum(ops.maximum(ops.mean(kl), self.free_bits) for kl in kls)
         return -ops.mean(log_likelihood) + floored_kl
 
-    def _update_metrics(self, loss, log_likelihood, kls):
+    def _loss_and_metrics(self, images, training):
+        log_likelihood, kls = self._elbo_terms_of(images, training)
+        loss = self._objective(log_likelihood, kls)
         kl = ops.sum(ops.stack(kls), axis=0)
         elbo = log_likelihood - kl
-        self.loss_tracker.update_state(loss)
-        self.elbo_tracker.update_state(elbo)
-        self.kl_tracker.update_state(kl)
-        self.bpd_tracker.update_state(self.bits_per_dim(elbo))
-        return {metric.name: metric.result() for metric in self.metrics}
+        return loss, {"loss": loss, "elbo": elbo, "kl": kl, "bpd": self.bits_per_dim(elbo)}
 
     def train_step(self, data):
-        images = keras.utils.unpack_x_y_sample_weight(data)[0]
-        with tf.GradientTape() as tape:
-            log_likelihood, kls = self._elbo_terms(images)
-            loss = self._objective(log_likelihood, kls)
-            scaled_loss = self.optimizer.scale_loss(replica_loss(loss))
-        weights = self.trainable_weights
-        gradients = tape.gradient(scaled_loss, weights)
-        if self.update_skipper is None:
-            self.optimizer.apply(gradients, weights)
-            applied = True
-        else:
-            applied = self.update_skipper.apply(self.optimizer, gradients, weights)
-        self._update_averages(applied)
-        logs = self._update_metrics(loss, log_likelihood, kls)
+        logs = super().train_step(data)
         if self.update_skipper is not None:
             logs["skipped_updates"] = self.update_skipper.skipped_updates
         return logs
 
-    def test_step(self, data):
-        images = keras.utils.unpack_x_y_sample_weight(data)[0]
-        with self._averaged():
-            log_likelihood, kls = self._elbo_terms(images)
-        return self._update_metrics(self._objective(log_likelihood, kls), log_likelihood, kls)
+    def _apply_update(self, gradients, weights):
+        """Applies the update unless `update_skipper` skips it; then moves the averages."""
+        if self.update_skipper is None:
+            super()._apply_update(gradients, weights)
+            applied = True
+        else:
+            applied = self.update_skipper.apply(self.optimizer, gradients, weights)
+        self._update_averages(applied)
 
     def _update_averages(self, applied):
         """Moves the averages towards the weights, unless the update was skipped."""
@@ -594,32 +477,24 @@ class SDNVAE(keras.Model):
                 variable.assign(value)
 
     def _compiled(self, name, function):
-        """`function` run with the averaged weights, compiled once per model."""
+        """`function` run with the averaged weights, compiled once per model.
+
+        Called inside another `tf.function` (e.g. a signature that
+        `keras_sdn.export.export_for_serving` traces), it is traced inline,
+        in the caller's tracing context, and no compiled function is kept.
+        """
+
+        def averaged_function(*args):
+            with self._averaged():
+                return function(*args)
+
+        if tf.inside_function():
+            return averaged_function
         if name not in self._compiled_functions:
-
-            def averaged_function(*args):
-                with self._averaged():
-                    return function(*args)
-
             self._compiled_functions[name] = tf.function(averaged_function, reduce_retracing=True)
         return self._compiled_functions[name]
 
     # ------------------------------------------------------------- evaluation
-
-    def bits_per_dim(self, log_likelihood):
-        """Converts log-likelihoods in nats per image to bits per dimension.
-
-        `-log_likelihood / (height * width * channels * ln 2)`, elementwise.
-        """
-        return -ops.cast(log_likelihood, "float32") / (self.num_dimensions * math.log(2.0))
-
-    def _check_images(self, images, name="images", batched=True):
-        images = ops.convert_to_tensor(images)
-        expected = ((None,) if batched else ()) + self.image_shape
-        shape = tuple(images.shape)
-        if len(shape) != len(expected) or shape[-3:] != self.image_shape:
-            raise ValueError(f"Expected `{name}` of shape {expected}. Received: shape={shape}")
-        return images
 
     def log_likelihood(self, images, num_samples=1, max_batch_size=None):
         """Importance-weighted estimate of log p(images) per image, in nats.
@@ -661,77 +536,39 @@ class SDNVAE(keras.Model):
 
     # ------------------------------------------------------------- generation
 
-    def _images_from(self, params, temperature, sample_pixels):
-        likelihood = self.likelihood(params, temperature)
-        if sample_pixels:
-            # TFP takes int32 stateless seeds; Keras keeps its seed state in int64.
-            values = likelihood.sample(seed=ops.cast(self.seed_generator.next(), "int32"))
-        else:
-            values = likelihood.mode()
-        return ops.cast(values, "uint8")
-
-    def sample(self, num_images, temperature=1.0, sample_pixels=False):
-        """Images generated from the prior.
-
-        Args:
-            num_images: Number of images (a Python int, or an int32 scalar
-                tensor, e.g. inside an exported signature).
-            temperature: Scale of every prior standard deviation (and of the
-                logistic scales when `sample_pixels`); float or float32
-                scalar tensor.
-            sample_pixels: If False (default), each image is the decoder's
-                most likely image given the sampled latents (as the authors
-                display samples); if True, pixels are sampled from p(x | z).
-
-        Returns:
-            uint8 tensor `(num_images,) + image_shape`, values in
-            `[0, 2**num_bits - 1]`.
-        """
-        if not tf.is_tensor(num_images):
-            check_int("num_images", num_images, 1)
-        check_temperature(temperature)
-
+    def _sample(self, num_images, temperature, sample_pixels):
         def generate(num_images, temperature):
             params, _, _ = self._top_down(num_images, temperature=temperature)
             return self._images_from(params, temperature, sample_pixels)
 
-        return self._compiled(f"sample_{sample_pixels}", generate)(
-            tf.cast(num_images, tf.int32), tf.cast(temperature, tf.float32)
-        )
+        return self._compiled(f"sample_{sample_pixels}", generate)(num_images, temperature)
 
-    def encode(self, images):
-        """Posterior samples of every stochastic layer, top layer first.
+    def encode(self, images, sample=False):
+        """The latent code of `images`: every stochastic layer's latents, top layer first.
+
+        Args:
+            images: `(batch,) + image_shape` integer images.
+            sample: If False (default), the deterministic code: each layer's
+                posterior Gaussian mean, through its inverse autoregressive
+                flow, with the layers above it fixed the same way (the
+                posterior at temperature 0). If True, a sample of the
+                posterior.
 
         Returns:
             A list of `num_layers` float32 tensors `(batch, h_l, w_l,
             latent_channels)`.
         """
         images = self._check_images(images)
+        sample = check_bool("sample", sample)
 
         def encode(images):
             terms = self._encode_terms(images)
-            _, latents, _ = self._top_down(ops.shape(images)[0], posterior_terms=terms)
-            return latents
-
-        return self._compiled("encode", encode)(images)
-
-    def posterior_means(self, images):
-        """The deterministic latent code of `images`, top layer first.
-
-        Each stochastic layer's posterior Gaussian mean, through its inverse
-        autoregressive flow, with the layers above it fixed the same way
-        (the posterior at temperature 0). Same structure as `encode`.
-        """
-        images = self._check_images(images)
-
-        def posterior_means(images):
-            terms = self._encode_terms(images)
             _, latents, _ = self._top_down(
-                ops.shape(images)[0], posterior_terms=terms, temperature=0.0
+                ops.shape(images)[0], posterior_terms=terms, temperature=1.0 if sample else 0.0
             )
             return latents
 
-        return self._compiled("posterior_means", posterior_means)(images)
+        return self._compiled(f"encode_{sample}", encode)(images)
 
     def _decode(self, latents, temperature, shared_noise=False):
         """Images from given latents (top first, None entries sampled from the prior)."""
@@ -742,7 +579,7 @@ class SDNVAE(keras.Model):
             temperature=temperature,
             shared_noise=shared_noise,
         )
-        return self._images_from(params, temperature, sample_pixels=False)
+        return self._images_from(params, temperature)
 
     def reconstruct(self, images):
         """The most likely images given latents drawn from the posterior of `images` (uint8)."""
@@ -751,15 +588,16 @@ class SDNVAE(keras.Model):
         def reconstruct(images):
             terms = self._encode_terms(images)
             params, _, _ = self._top_down(ops.shape(images)[0], posterior_terms=terms)
-            return self._images_from(params, 1.0, sample_pixels=False)
+            return self._images_from(params)
 
         return self._compiled("reconstruct", reconstruct)(images)
 
     def sample_around(self, image, fixed_layers, temperature=1.0, num_samples=8):
         """Samples sharing the top `fixed_layers` latents of `image` (paper, Figure 6).
 
-        The top `fixed_layers` stochastic layers take the image's posterior
-        codes; the layers below are sampled from the prior at `temperature`.
+        The top `fixed_layers` stochastic layers take a posterior sample of
+        the image's codes; the layers below are sampled from the prior at
+        `temperature`.
 
         Args:
             image: One image, `image_shape`.
@@ -774,29 +612,30 @@ class SDNVAE(keras.Model):
         check_int("fixed_layers", fixed_layers, 0, self.num_layers)
         check_temperature(temperature)
         check_int("num_samples", num_samples, 1)
-        codes = self.encode(image[None])
+        codes = self.encode(image[None], sample=True)
 
         def around(codes, temperature):
             latents = [ops.repeat(z, num_samples, axis=0) for z in codes[:fixed_layers]]
             if not latents:
                 params, _, _ = self._top_down(num_samples, temperature=temperature)
-                return self._images_from(params, temperature, sample_pixels=False)
+                return self._images_from(params, temperature)
             return self._decode(latents + [None] * (self.num_layers - fixed_layers), temperature)
 
         name = f"sample_around_{fixed_layers}_{num_samples}"
         return self._compiled(name, around)(codes, tf.constant(temperature, tf.float32))
 
-    def interpolate(self, image_a, image_b, layer, steps=5, temperature=1.0):
+    def interpolate(self, image_a, image_b, fixed_layers, steps=5, temperature=1.0):
         """Decodes a linear interpolation between the latents of two images (paper, Figure 5).
 
-        The codes of the top `layer` stochastic layers are interpolated
-        linearly from `image_a`'s to `image_b`'s posterior codes in `steps`
-        steps (both ends included); the layers below are sampled from the
-        prior at `temperature`, with the same noise for every step.
+        The codes of the top `fixed_layers` stochastic layers are
+        interpolated linearly from a posterior sample of `image_a`'s codes to
+        one of `image_b`'s in `steps` steps (both ends included); the layers
+        below are sampled from the prior at `temperature`, with the same
+        noise for every step.
 
         Args:
             image_a, image_b: Images, `image_shape`.
-            layer: Number of top layers interpolated, in 1..num_layers.
+            fixed_layers: Number of top layers interpolated, in 1..num_layers.
             steps: Number of images, >= 2.
             temperature: Prior temperature of the remaining layers.
 
@@ -805,19 +644,19 @@ class SDNVAE(keras.Model):
         """
         image_a = self._check_images(image_a, name="image_a", batched=False)
         image_b = self._check_images(image_b, name="image_b", batched=False)
-        check_int("layer", layer, 1, self.num_layers)
+        check_int("fixed_layers", fixed_layers, 1, self.num_layers)
         check_int("steps", steps, 2)
         check_temperature(temperature)
-        codes = self.encode(ops.stack([image_a, image_b]))
+        codes = self.encode(ops.stack([image_a, image_b]), sample=True)
 
         def interpolate(codes, temperature):
             weights = ops.reshape(ops.linspace(0.0, 1.0, steps), (steps, 1, 1, 1))
-            latents = [(1.0 - weights) * z[:1] + weights * z[1:] for z in codes[:layer]]
+            latents = [(1.0 - weights) * z[:1] + weights * z[1:] for z in codes[:fixed_layers]]
             return self._decode(
-                latents + [None] * (self.num_layers - layer), temperature, shared_noise=True
+                latents + [None] * (self.num_layers - fixed_layers), temperature, shared_noise=True
             )
 
-        name = f"interpolate_{layer}_{steps}"
+        name = f"interpolate_{fixed_layers}_{steps}"
         return self._compiled(name, interpolate)(codes, tf.constant(temperature, tf.float32))
 
     # ---------------------------------------------------------- serialization

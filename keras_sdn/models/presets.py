@@ -1,0 +1,66 @@
+"""Constructor arguments of `SDNVAE` for the paper's configurations and a CPU-sized model."""
+
+# Constructor arguments of the paper's configurations (the authors'
+# train_cifar.sh, train_imagenet.sh and train_celeb.sh) and of a CPU-sized
+# model. Unlisted arguments take the constructor defaults (IAF networks and
+# context of 100 channels, free bits 0.01 nats).
+PRESETS = {
+    "cifar10": dict(
+        image_shape=(32, 32, 3),
+        num_bits=8,
+        hidden_channels=200,
+        latent_channels=4,
+        num_layers=15,
+        downsample_at=(5, 10),
+        num_mixtures=5,
+        sdn_max_scale=32,
+        sdn_features=360,
+        sdn_features_decrement=128,
+        sdn_directions=2,
+        ema_decay=0.999,
+    ),
+    "imagenet32": dict(
+        image_shape=(32, 32, 3),
+        num_bits=8,
+        hidden_channels=200,
+        latent_channels=4,
+        num_layers=16,
+        downsample_at=(3, 7, 11),
+        num_mixtures=10,
+        sdn_max_scale=32,
+        sdn_features=424,
+        sdn_features_decrement=0,
+        sdn_directions=3,
+        ema_decay=0.9995,
+    ),
+    "celebahq256": dict(
+        image_shape=(256, 256, 3),
+        num_bits=5,
+        hidden_channels=200,
+        latent_channels=4,
+        num_layers=17,
+        downsample_at=(4, 7, 9, 11, 13, 15),
+        num_mixtures=30,
+        sdn_max_scale=64,
+        sdn_features=360,
+        sdn_features_decrement=0,
+        sdn_directions=2,
+        ema_decay=0.999,
+    ),
+    "tiny": dict(
+        image_shape=(16, 16, 3),
+        num_bits=8,
+        hidden_channels=32,
+        latent_channels=4,
+        num_layers=4,
+        downsample_at=(1, 3),
+        num_mixtures=5,
+        sdn_max_scale=32,
+        sdn_features=32,
+        sdn_features_decrement=0,
+        sdn_directions=2,
+        iaf_hidden_channels=32,
+        context_channels=32,
+        ema_decay=0.99,
+    ),
+}
