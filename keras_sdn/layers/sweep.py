@@ -49,6 +49,7 @@ across the sweep: columns `j-1, j, j+1` for vertical sweeps, rows
 
 import contextlib
 import threading
+import typing
 
 import tensorflow as tf
 
@@ -116,7 +117,10 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
         second_size = batch // 2
         # A batch of one is swept in both halves rather than leaving the second
         # empty: TensorFlow's CPU convolution gives an empty batch a wrong shape.
-        halves = (inputs[: batch - second_size], inputs[tf.minimum(batch - second_size, batch - 1) :])
+        halves = (
+            inputs[: batch - second_size],
+            inputs[tf.minimum(batch - second_size, batch - 1) :],
+        )
         first, second = (
             _sweep_map(half, kernels, recurrent_kernels, biases, directions) for half in halves
         )
@@ -252,40 +256,199 @@ def _previous_lines(lines, backwards):
     return tf.concat([zeros, lines[:-1]], 0)
 
 
+def _line_order(steps, backwards):
+    """The indices of `steps` lines in the order a sweep visits them."""
+    return range(steps - 1, -1, -1) if backwards else range(steps)
+
+
+def _input_projections(lines, kernel, bias):
+    """The gates' input projections, for all lines at once.
+
+    Args:
+        lines: Tensor `(..., F)`.
+        kernel: Tensor `(F, 3F)`, the input weights `[W_r, W_z, W_n]`.
+        bias: Tensor `(2, 3F)`, the input and neighbourhood biases.
+
+    Returns:
+        `([x_reset, x_update, x_proposal], proposal_bias)`: each projection
+        `(..., F)` with its biases, and the proposal's neighbourhood bias `(F,)`.
+    """
+    features = lines.shape[-1]
+    input_bias, recurrent_bias = tf.unstack(tf.reshape(bias, (2, 3, features)))
+    # The reset and update gates' two biases add up, so both go with the
+    # input projection; the proposal's neighbourhood bias is not scaled by r.
+    gate_biases = [
+        input_bias[0] + recurrent_bias[0],
+        input_bias[1] + recurrent_bias[1],
+        input_bias[2],
+    ]
+    projections = [
+        _matmul(lines, gate_kernel) + gate_bias
+        for gate_kernel, gate_bias in zip(tf.split(kernel, 3, -1), gate_biases)
+    ]
+    return projections, recurrent_bias[2]
+
+
+def _gated_update(x, reset_preactivation, update_preactivation, x_proposal, recurrent_proposal):
+    """The GRU-like correction of a line `x` from its gates' pre-activations.
+
+    `r = sigmoid(reset_preactivation)`, `z = sigmoid(update_preactivation)`,
+    `n = tanh(r * x_proposal + recurrent_proposal)`; the line becomes
+    `z * x + (1 - z) * n`. All arguments have the shape of `x` (or broadcast to it).
+
+    Returns:
+        `(corrected, r, z, n)`.
+    """
+    reset = tf.sigmoid(reset_preactivation)
+    update = tf.sigmoid(update_preactivation)
+    proposal = tf.tanh(reset * x_proposal + recurrent_proposal)
+    return proposal + update * (x - proposal), reset, update, proposal
+
+
+def _gate_coeffs(x, x_proposal, reset, update, proposal):
+    """The derivatives of a corrected line by the pre-activations of its gates.
+
+    Elementwise, from `_gated_update`'s input `x`, proposal projection
+    `x_proposal` and gates `reset`, `update`, `proposal` (all of one shape).
+
+    Returns:
+        `(reset_coeff, update_coeff, proposal_coeff)`, each of that shape.
+    """
+    proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
+    reset_coeff = proposal_coeff * x_proposal * reset * (1.0 - reset)
+    update_coeff = (x - proposal) * update * (1.0 - update)
+    return reset_coeff, update_coeff, proposal_coeff
+
+
+def _scan_step(previous, x, x_reset, x_update, x_proposal, filters, proposal_bias):
+    """One step of the scanned sweep: line `x` corrected from the `previous` corrected line.
+
+    Args:
+        previous: Tensor `(batch, A, F)`, the previous line, corrected.
+        x: Tensor `(batch, A, F)`, the line.
+        x_reset, x_update, x_proposal: Tensors `(batch, A, F)`, the line's
+            `_input_projections`.
+        filters: Tensor `(3, F, 3F)`: the neighbourhood weights as the taps of
+            a width-3 convolution across the line.
+        proposal_bias: Tensor `(F,)`, the proposal's neighbourhood bias.
+
+    Returns:
+        `_gated_update`'s `(corrected, r, z, n)`.
+    """
+    recurrent_reset, recurrent_update, recurrent_proposal = tf.split(
+        tf.nn.conv1d(previous, filters, 1, "SAME"), 3, -1
+    )
+    return _gated_update(
+        x,
+        x_reset + recurrent_reset,
+        x_update + recurrent_update,
+        x_proposal,
+        recurrent_proposal + proposal_bias,
+    )
+
+
+def _gate_gradients(d_corrected, coeffs, shape):
+    """`[d_r, d_z, d_n]`, the gradients of the gates' pre-activations, concatenated.
+
+    `coeffs` are the `_gate_coeffs` stacked on the second-to-last axis,
+    `(..., 3, F)`; `shape` is the result's, `(..., 3F)`.
+    """
+    return tf.reshape(tf.expand_dims(d_corrected, -2) * coeffs, shape)
+
+
+def _scan_back_step(from_next_line, d_output, coeffs, transposed_filters, gates_shape):
+    """One step of the scanned sweep's gradient, which visits the lines in reverse.
+
+    Args:
+        from_next_line: Tensor `(batch, A, F)`, the gradient flowing into the
+            line's output through the next line's neighbourhood.
+        d_output: Tensor `(batch, A, F)`, the upstream gradient of the line's output.
+        coeffs: Tensor `(batch, A, 3, F)`, the line's stacked `_gate_coeffs`.
+        transposed_filters: Tensor `(3, 3F, F)`, the transposed taps of the
+            neighbourhood convolution.
+        gates_shape: Tensor `[batch, A, 3F]`.
+
+    Returns:
+        Tensor `(batch, A, F)`, the gradient flowing into the previous line.
+    """
+    d_gates = _gate_gradients(d_output + from_next_line, coeffs, gates_shape)
+    return tf.nn.conv1d(d_gates, transposed_filters, 1, "SAME")
+
+
+def _scanned_output_gradients(upstream, gate_coeffs, filters, backwards):
+    """The gradient of every line's output of a scanned sweep, as one reverse scan.
+
+    Args:
+        upstream: Tensor `(T, batch, A, F)`, the upstream gradient of the outputs.
+        gate_coeffs: Tensor `(T, batch, A, 3, F)`, every line's stacked `_gate_coeffs`.
+        filters: Tensor `(3, F, 3F)`, the neighbourhood convolution's taps.
+        backwards: Whether the sweep visits the lines in decreasing order.
+
+    Returns:
+        Tensor `(T, batch, A, F)`: `upstream` plus the gradient flowing back
+        into each line from the line corrected after it.
+    """
+    # The transpose of the width-3 convolution: taps reversed, each tap's
+    # matrix transposed.
+    transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
+    gates_shape = tf.concat([tf.shape(upstream)[1:-1], [3 * upstream.shape[-1]]], 0)
+    # The loop carries only what flows into each previous line; the rest
+    # follows for all lines at once (`_scanned_input_gradients`).
+    to_previous = tf.scan(
+        lambda from_next_line, line: _scan_back_step(
+            from_next_line, *line, transposed_filters, gates_shape
+        ),
+        (upstream, gate_coeffs),
+        initializer=tf.zeros_like(upstream[0]),
+        reverse=not backwards,
+    )
+    return upstream + _previous_lines(to_previous, not backwards)
+
+
+def _scanned_input_gradients(lines, previous_lines, d_corrected, gate_coeffs, reset, update,
+                             kernel):
+    """A scanned sweep's gradients, each as one product over all lines and gates.
+
+    Args:
+        lines: Tensor `(T, batch, A, F)`, the sweep's input.
+        previous_lines: Tensor `(T, batch, A, F)`, the corrected line each
+            line is corrected from (`_previous_lines`).
+        d_corrected: Tensor `(T, batch, A, F)`, the gradient of every line's
+            output (`_scanned_output_gradients`).
+        gate_coeffs: Tensor `(T, batch, A, 3, F)`, the stacked `_gate_coeffs`.
+        reset, update: Tensors `(T, batch, A, F)`, the gates r and z.
+        kernel: Tensor `(F, 3F)`, the input weights.
+
+    Returns:
+        The gradients of `lines`, of the kernel `(F, 3F)`, of the
+        neighbourhood kernel `(3F, 3F)` and of the biases `(2, 3F)`.
+    """
+    features = lines.shape[-1]
+    gates_shape = tf.concat([tf.shape(lines)[:-1], [3 * features]], 0)
+    d_recurrent = _gate_gradients(d_corrected, gate_coeffs, gates_shape)
+    # r scales the proposal's input projection, not its neighbourhood term.
+    d_gates, d_proposal = tf.split(d_recurrent, [2 * features, features], -1)
+    d_projected = tf.concat([d_gates, d_proposal * reset], -1)
+
+    d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
+    d_kernel = _sum_of_outer_products(lines, d_projected)
+    d_recurrent_kernel = _sum_of_neighbourhood_products(previous_lines, d_recurrent)
+    d_bias = tf.concat([_sum_over_positions(d_projected), _sum_over_positions(d_recurrent)], 0)
+    return d_lines, d_kernel, d_recurrent_kernel, d_bias
+
+
 def _make_line_sweep(backwards):
     """The sweep over `lines` (T, batch, A, F), visiting lines in increasing
     order of T, or decreasing if `backwards`."""
 
     @tf.custom_gradient
     def line_sweep(lines, kernel, recurrent_kernel, bias):
-        features = lines.shape[-1]
         # The neighbourhood product is a width-3 convolution across the line.
-        filters = tf.reshape(recurrent_kernel, (3, features, 3 * features))
-        input_bias = tf.unstack(tf.reshape(bias[0], (3, features)))
-        recurrent_bias = tf.unstack(tf.reshape(bias[1], (3, features)))
-        # The reset and update gates' two biases add up, so both go with the
-        # input projection; the proposal's recurrent bias is not scaled by r.
-        x_reset, x_update, x_proposal = [
-            _matmul(lines, gate_kernel) + gate_bias
-            for gate_kernel, gate_bias in zip(
-                tf.split(kernel, 3, -1),
-                [input_bias[0] + recurrent_bias[0], input_bias[1] + recurrent_bias[1], input_bias[2]],
-            )
-        ]
-
-        def correct(previous, x, x_reset, x_update, x_proposal):
-            """Corrects line `x` from the previous line; returns the gates too."""
-            recurrent_reset, recurrent_update, recurrent_proposal = tf.split(
-                tf.nn.conv1d(previous, filters, 1, "SAME"), 3, -1
-            )
-            reset = tf.sigmoid(x_reset + recurrent_reset)
-            update = tf.sigmoid(x_update + recurrent_update)
-            proposal = tf.tanh(reset * x_proposal + recurrent_proposal + recurrent_bias[2])
-            return proposal + update * (x - proposal), reset, update, proposal
-
+        filters = tf.reshape(recurrent_kernel, (3, lines.shape[-1], -1))
+        (x_reset, x_update, x_proposal), proposal_bias = _input_projections(lines, kernel, bias)
         zeros = tf.zeros_like(lines[0])
         corrected, reset, update, proposal = tf.scan(
-            lambda carry, line: correct(carry[0], *line),
+            lambda carry, line: _scan_step(carry[0], *line, filters, proposal_bias),
             (lines, x_reset, x_update, x_proposal),
             initializer=(zeros, zeros, zeros, zeros),
             reverse=backwards,
@@ -294,54 +457,13 @@ def _make_line_sweep(backwards):
         def grad(upstream):
             with tf.name_scope("sweeps_gradient"):
                 previous_lines = _previous_lines(corrected, backwards)
-                # The local derivatives of each line's output by the pre-activations
-                # of its gates r, z, n, for all lines at once.
-                proposal_coeff = (1.0 - update) * (1.0 - tf.square(proposal))
                 gate_coeffs = tf.stack(
-                    [
-                        proposal_coeff * x_proposal * reset * (1.0 - reset),
-                        (lines - proposal) * update * (1.0 - update),
-                        proposal_coeff,
-                    ],
-                    axis=-2,
+                    _gate_coeffs(lines, x_proposal, reset, update, proposal), axis=-2
                 )
-                # The transpose of the width-3 convolution: taps reversed, each
-                # tap's matrix transposed.
-                transposed_filters = tf.transpose(tf.reverse(filters, [0]), (0, 2, 1))
-
-                gates_shape = tf.concat([tf.shape(lines)[:-1], [3 * features]], 0)
-                line_gates_shape = gates_shape[1:]
-
-                def gate_gradients(d_corrected, coeffs, shape):
-                    """`[d_r, d_z, d_n]` concatenated, from the output gradient."""
-                    return tf.reshape(tf.expand_dims(d_corrected, -2) * coeffs, shape)
-
-                def back_step(from_next_line, line):
-                    d_output, coeffs = line
-                    d_gates = gate_gradients(d_output + from_next_line, coeffs, line_gates_shape)
-                    return tf.nn.conv1d(d_gates, transposed_filters, 1, "SAME")
-
-                # The loop carries only what flows into each previous line; the
-                # rest follows for all lines at once.
-                to_previous = tf.scan(
-                    back_step,
-                    (upstream, gate_coeffs),
-                    initializer=tf.zeros_like(lines[0]),
-                    reverse=not backwards,
+                d_corrected = _scanned_output_gradients(upstream, gate_coeffs, filters, backwards)
+                return _scanned_input_gradients(
+                    lines, previous_lines, d_corrected, gate_coeffs, reset, update, kernel
                 )
-                d_corrected = upstream + _previous_lines(to_previous, not backwards)
-                d_recurrent = gate_gradients(d_corrected, gate_coeffs, gates_shape)
-                # r scales the proposal's input projection, not its neighbourhood term.
-                d_gates, d_proposal = tf.split(d_recurrent, [2 * features, features], -1)
-                d_projected = tf.concat([d_gates, d_proposal * reset], -1)
-
-                d_lines = d_corrected * update + _matmul(d_projected, tf.transpose(kernel))
-                d_kernel = _sum_of_outer_products(lines, d_projected)
-                d_recurrent_kernel = _sum_of_neighbourhood_products(previous_lines, d_recurrent)
-                d_bias = tf.concat(
-                    [_sum_over_positions(d_projected), _sum_over_positions(d_recurrent)], 0
-                )
-                return d_lines, d_kernel, d_recurrent_kernel, d_bias
 
         return corrected, grad
 
@@ -349,6 +471,179 @@ def _make_line_sweep(backwards):
 
 
 _SCANNED_SWEEPS = {backwards: _make_line_sweep(backwards) for backwards in (False, True)}
+
+
+class _Line(typing.NamedTuple):
+    """What the unrolled sweep's gradient keeps of one line, each `(batch * A, C)` rows."""
+
+    x: tf.Tensor
+    x_proposal: tf.Tensor
+    reset: tf.Tensor
+    update: tf.Tensor
+    proposal: tf.Tensor
+    # The previous line's gathered neighbourhood (`_NeighbourhoodProducts`),
+    # None for the first line.
+    neighbourhood: tf.Tensor | None
+
+
+def _unrolled_line(x, x_reset, x_update, x_proposal, previous, products, product_bias,
+                   proposal_bias):
+    """One line of the unrolled sweep, corrected from the previous corrected line.
+
+    Args:
+        x: Tensor `(batch * A, F)`, the line's rows.
+        x_reset, x_update, x_proposal: Tensors `(batch * A, F)`, the line's
+            `_input_projections`.
+        previous: Tensor `(batch * A, F)`, the previous line corrected, or
+            None for the first line (whose previous line is all zeros).
+        products: The sweep's `_NeighbourhoodProducts`.
+        product_bias: Tensor `(3F,)`, the neighbourhood biases not added to
+            the input projections: zeros for r and z, then `proposal_bias`.
+        proposal_bias: Tensor `(F,)`, the proposal's neighbourhood bias.
+
+    Returns:
+        `_gated_update`'s `(corrected, r, z, n)`, then the gathered
+        neighbourhood `(batch * A, 3F)` (None for the first line).
+    """
+    if previous is None:
+        return (*_gated_update(x, x_reset, x_update, x_proposal, proposal_bias), None)
+    neighbourhood = products.neighbourhood(previous)
+    recurrent_reset, recurrent_update, recurrent_proposal = tf.split(
+        tf.nn.bias_add(products.forward(neighbourhood), product_bias), 3, -1
+    )
+    corrected = _gated_update(
+        x, x_reset + recurrent_reset, x_update + recurrent_update, x_proposal, recurrent_proposal
+    )
+    return (*corrected, neighbourhood)
+
+
+def _unrolled_forward(lines, kernel, bias, products, order):
+    """The unrolled sweep's loop: `_unrolled_line` for each line in `order`.
+
+    Args:
+        lines: Tensor `(T, batch, A, F)` of static `T`.
+        kernel: Tensor `(F, 3F)`, the input weights.
+        bias: Tensor `(2, 3F)`, the input and neighbourhood biases.
+        products: The `_NeighbourhoodProducts` of `lines` and the neighbourhood weights.
+        order: The line indices in the order of the sweep (`_line_order`).
+
+    Returns:
+        The corrected lines `(T, batch, A, F)` and each line's `_Line`, by index.
+    """
+    projections, proposal_bias = _input_projections(lines, kernel, bias)
+    x_reset, x_update, x_proposal = (_rows_of_lines(projection) for projection in projections)
+    features = lines.shape[-1]
+    product_bias = tf.concat([tf.zeros((2 * features,), bias.dtype), proposal_bias], 0)
+    inputs = _rows_of_lines(lines)
+    corrected, kept = [None] * len(inputs), [None] * len(inputs)
+    with tf.name_scope("lines"):
+        previous = None
+        for line in order:
+            corrected[line], reset, update, proposal, neighbourhood = _unrolled_line(
+                inputs[line], x_reset[line], x_update[line], x_proposal[line], previous,
+                products, product_bias, proposal_bias,
+            )
+            kept[line] = _Line(
+                inputs[line], x_proposal[line], reset, update, proposal, neighbourhood
+            )
+            previous = corrected[line]
+    return _lines_of_rows(corrected, lines), kept
+
+
+def _unrolled_line_gradient(d_output, coeffs, line, transposed_product, transposed_kernel):
+    """One line's share of the unrolled sweep's gradient.
+
+    Args:
+        d_output: Tensor `(batch * A, F)`, the gradient of the line's output
+            (upstream and from the next line).
+        coeffs: The line's `_gate_coeffs`, each `(batch * A, F)`.
+        line: The line's `_Line`.
+        transposed_product: `_NeighbourhoodProducts.transposed()`.
+        transposed_kernel: Tensor `(3F, F)`, the input weights transposed.
+
+    Returns:
+        `(d_line, to_previous, shares)`: the gradient of the line `(batch * A, F)`,
+        the gradient flowing into the previous line (None for the first
+        line), and the line's shares of the gradients of the kernel
+        `(F, 3F)`, the neighbourhood kernel `(3F, 3F)` (None for the first
+        line), the input biases and the neighbourhood biases (each `(3F,)`).
+    """
+    reset_coeff, update_coeff, proposal_coeff = coeffs
+    d_gates = tf.concat([d_output] * 3, -1)
+    d_recurrent = d_gates * tf.concat([reset_coeff, update_coeff, proposal_coeff], -1)
+    # r scales the proposal's input projection, not its neighbourhood term.
+    d_projected = d_gates * tf.concat([reset_coeff, update_coeff, proposal_coeff * line.reset], -1)
+    to_previous = d_recurrent_kernel = None
+    if line.neighbourhood is not None:
+        to_previous = transposed_product(d_recurrent)
+        d_recurrent_kernel = tf.matmul(line.neighbourhood, d_recurrent, transpose_a=True)
+    d_line = d_output * line.update + tf.matmul(d_projected, transposed_kernel)
+    shares = (
+        tf.matmul(line.x, d_projected, transpose_a=True),
+        d_recurrent_kernel,
+        tf.reduce_sum(d_projected, 0),
+        tf.reduce_sum(d_recurrent, 0),
+    )
+    return d_line, to_previous, shares
+
+
+def _unrolled_sweep_gradient(upstream, kept, order, kernel, recurrent_kernel, products):
+    """The unrolled sweep's gradient, line by line in the reverse of `order`.
+
+    Args:
+        upstream: Tensor `(T, batch, A, F)`, the upstream gradient of the outputs.
+        kept: Each line's `_Line`, by index (`_unrolled_forward`).
+        order: The line indices in the order of the sweep.
+        kernel: Tensor `(F, 3F)`, the input weights.
+        recurrent_kernel: Tensor `(3F, 3F)`, the neighbourhood weights.
+        products: The sweep's `_NeighbourhoodProducts`.
+
+    Returns:
+        The gradients of the lines, the kernel, the neighbourhood kernel and the biases.
+    """
+    with tf.name_scope("sweeps_gradient"):
+        d_outputs = _rows_of_lines(upstream)
+        transposed_product = products.transposed()
+        transposed_kernel = tf.transpose(kernel)
+        d_lines, shares = [None] * len(kept), []
+        with tf.name_scope("lines"):
+            d_output = from_next_line = None
+            for line in reversed(order):
+                # The gate coefficients depend only on the forward pass: held
+                # back until the chain reaches the line before (in this order),
+                # the executor would compute every line's of every layer as
+                # soon as the forward pass ends, and keep them all.
+                with tf.control_dependencies([] if d_output is None else [d_output]):
+                    coeffs = _gate_coeffs(
+                        kept[line].x, kept[line].x_proposal, kept[line].reset,
+                        kept[line].update, kept[line].proposal,
+                    )
+                d_output = d_outputs[line]
+                if from_next_line is not None:
+                    d_output += from_next_line
+                d_lines[line], from_next_line, line_shares = _unrolled_line_gradient(
+                    d_output, coeffs, kept[line], transposed_product, transposed_kernel
+                )
+                shares.append(line_shares)
+        d_kernel, d_recurrent_kernel, d_bias = _sum_of_shares(shares, recurrent_kernel)
+        return _lines_of_rows(d_lines, upstream), d_kernel, d_recurrent_kernel, d_bias
+
+
+def _sum_of_shares(shares, recurrent_kernel):
+    """The weight and bias gradients from the lines' shares (`_unrolled_line_gradient`).
+
+    Returns:
+        The gradients of the kernel `(F, 3F)`, of `recurrent_kernel` (zeros
+        for a single line, which has no previous line) and of the biases `(2, 3F)`.
+    """
+    d_kernels, d_recurrent_kernels, d_input_biases, d_recurrent_biases = zip(*shares)
+    d_recurrent_kernels = [share for share in d_recurrent_kernels if share is not None]
+    if d_recurrent_kernels:
+        d_recurrent_kernel = tf.add_n(d_recurrent_kernels)
+    else:
+        d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
+    d_bias = tf.stack([tf.add_n(d_input_biases), tf.add_n(d_recurrent_biases)])
+    return tf.add_n(d_kernels), d_recurrent_kernel, d_bias
 
 
 def _make_unrolled_sweep(backwards):
@@ -368,99 +663,18 @@ def _make_unrolled_sweep(backwards):
 
     @tf.custom_gradient
     def line_sweep(lines, kernel, recurrent_kernel, bias):
-        features = lines.shape[-1]
-        input_bias, recurrent_bias = tf.unstack(tf.reshape(bias, (2, 3, features)))
-        # The reset and update gates' two biases add up, so both go with the
-        # input projection; the proposal's recurrent bias is not scaled by r
-        # and goes with the neighbourhood product.
-        projected = [
-            _rows_of_lines(_matmul(lines, gate_kernel) + gate_bias)
-            for gate_kernel, gate_bias in zip(
-                tf.split(kernel, 3, -1),
-                [input_bias[0] + recurrent_bias[0], input_bias[1] + recurrent_bias[1], input_bias[2]],
-            )
-        ]
-        product_bias = tf.concat([tf.zeros((2 * features,), bias.dtype), recurrent_bias[2]], 0)
-        products = _NeighbourhoodProducts(lines, tf.reshape(recurrent_kernel, (3, features, -1)))
-        inputs = _rows_of_lines(lines)
-        steps = len(inputs)
-        order = range(steps - 1, -1, -1) if backwards else range(steps)
-        # Per line: the output, the gates, the proposal's input projection and
-        # the gathered neighbourhood (None for the first line, whose previous
-        # line is all zeros).
-        corrected, reset, update, proposal, neighbourhoods = ([None] * steps for _ in range(5))
-        x_proposal = projected[2]
-        with tf.name_scope("lines"):
-            for line in order:
-                x_reset, x_update = projected[0][line], projected[1][line]
-                if line == order[0]:
-                    reset[line], update[line] = tf.sigmoid(x_reset), tf.sigmoid(x_update)
-                    recurrent_proposal = recurrent_bias[2]
-                else:
-                    neighbourhoods[line] = products.neighbourhood(corrected[line - 1 + 2 * backwards])
-                    recurrent_reset, recurrent_update, recurrent_proposal = tf.split(
-                        tf.nn.bias_add(products.forward(neighbourhoods[line]), product_bias), 3, -1
-                    )
-                    reset[line] = tf.sigmoid(x_reset + recurrent_reset)
-                    update[line] = tf.sigmoid(x_update + recurrent_update)
-                proposal[line] = tf.tanh(reset[line] * x_proposal[line] + recurrent_proposal)
-                corrected[line] = proposal[line] + update[line] * (inputs[line] - proposal[line])
+        order = _line_order(lines.shape[0], backwards)
+        products = _NeighbourhoodProducts(
+            lines, tf.reshape(recurrent_kernel, (3, lines.shape[-1], -1))
+        )
+        corrected, kept = _unrolled_forward(lines, kernel, bias, products, order)
 
         def grad(upstream):
-            with tf.name_scope("sweeps_gradient"):
-                d_outputs = _rows_of_lines(upstream)
-                transposed_product = products.transposed()
-                transposed_kernel = tf.transpose(kernel)
-                d_lines = [None] * steps
-                d_kernels, d_recurrent_kernels, d_input_biases, d_recurrent_biases = [], [], [], []
-                with tf.name_scope("lines"):
-                    d_output = None
-                    for line in reversed(order):
-                        r, z, n = reset[line], update[line], proposal[line]
-                        # The derivatives of the line's output by the pre-activations
-                        # of r, z, n. They depend only on the forward pass: held back
-                        # until the chain reaches the line before (in this order),
-                        # the executor would compute every line's of every layer as
-                        # soon as the forward pass ends, and keep them all.
-                        with tf.control_dependencies([] if d_output is None else [d_output]):
-                            proposal_coeff = (1.0 - z) * (1.0 - tf.square(n))
-                            reset_coeff = proposal_coeff * x_proposal[line] * r * (1.0 - r)
-                            update_coeff = (inputs[line] - n) * z * (1.0 - z)
-                        d_output = d_outputs[line]
-                        if line != order[-1]:
-                            d_output += from_next_line
-                        d_gates = tf.concat([d_output] * 3, -1)
-                        d_recurrent = d_gates * tf.concat(
-                            [reset_coeff, update_coeff, proposal_coeff], -1
-                        )
-                        # r scales the proposal's input projection, not its neighbourhood term.
-                        d_projected = d_gates * tf.concat(
-                            [reset_coeff, update_coeff, proposal_coeff * r], -1
-                        )
-                        if neighbourhoods[line] is not None:
-                            from_next_line = transposed_product(d_recurrent)
-                            d_recurrent_kernels.append(
-                                tf.matmul(neighbourhoods[line], d_recurrent, transpose_a=True)
-                            )
-                        d_lines[line] = d_output * z + tf.matmul(
-                            d_projected, transposed_kernel
-                        )
-                        d_kernels.append(tf.matmul(inputs[line], d_projected, transpose_a=True))
-                        d_input_biases.append(tf.reduce_sum(d_projected, 0))
-                        d_recurrent_biases.append(tf.reduce_sum(d_recurrent, 0))
-                if d_recurrent_kernels:
-                    d_recurrent_kernel = tf.add_n(d_recurrent_kernels)
-                else:  # a single line
-                    d_recurrent_kernel = tf.zeros_like(recurrent_kernel)
-                d_bias = tf.stack([tf.add_n(d_input_biases), tf.add_n(d_recurrent_biases)])
-                return (
-                    _lines_of_rows(d_lines, lines),
-                    tf.add_n(d_kernels),
-                    d_recurrent_kernel,
-                    d_bias,
-                )
+            return _unrolled_sweep_gradient(
+                upstream, kept, order, kernel, recurrent_kernel, products
+            )
 
-        return _lines_of_rows(corrected, lines), grad
+        return corrected, grad
 
     return line_sweep
 
@@ -512,6 +726,7 @@ class _NeighbourhoodProducts:
         return tf.reshape(self._gather(line, self.neighbours), (-1, 3 * line.shape[-1]))
 
     def forward(self, neighbourhood):
+        """`(batch * A, 3F)`: the product of `neighbourhood`'s rows with the taps."""
         return tf.matmul(neighbourhood, tf.reshape(self.weights, (-1, self.weights.shape[-1])))
 
     def transposed(self):
