@@ -258,7 +258,8 @@ def test_validate_args_rejects_out_of_range_values():
     params = np.zeros((1, 1, 1, 3), np.float32)
     distribution = DiscretizedLogisticMixture(params, 1, num_bits=3, validate_args=True)
     assert np.isfinite(distribution.log_prob(np.full((1, 1, 1, 1), 7)).numpy()).all()
-    with pytest.raises(tf.errors.InvalidArgumentError, match="num_bits"):
+    message = r"Expected `x` to be <= 2\*\*num_bits - 1 = 7, with num_bits=3\. Received: x"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         distribution.log_prob(np.full((1, 1, 1, 1), 8))
 
 

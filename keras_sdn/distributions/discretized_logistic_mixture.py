@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 
 from keras_sdn._checks import check_int
 from keras_sdn._checks import check_temperature
+from keras_sdn._scaling import to_unit_range
 
 tfd = tfp.distributions
 
@@ -160,10 +161,6 @@ class DiscretizedLogisticMixture(tfd.Distribution):
     def _max_value(self):
         return 2.0**self._num_bits - 1.0
 
-    def _to_unit_range(self, values):
-        """Maps integer values to [-1, 1], the scale of the means."""
-        return values * (2.0 / self._max_value) - 1.0
-
     def _components(self):
         """Splits `params` into logits (..., K), means, log-scales (..., K, C), coefficients."""
         k, c = self._num_mixtures, self._channels
@@ -208,7 +205,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
     def _pixel_distribution(self, values):
         """Mixture over the channels of each pixel, with means coupled to `values`."""
         logits, means, scales, coefficients = self._components()
-        unit_values = self._to_unit_range(values)[..., tf.newaxis, :]
+        unit_values = to_unit_range(values, self._num_bits)[..., tf.newaxis, :]
         means = tf.broadcast_to(
             means, tf.broadcast_dynamic_shape(tf.shape(means), tf.shape(unit_values))
         )
@@ -256,7 +253,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
                 seed=channel_seeds[c]
             )
             values.append(value)
-            unit_values.append(self._to_unit_range(value))
+            unit_values.append(to_unit_range(value, self._num_bits))
         return tf.cast(tf.stack(values, axis=-1), tf.int32)
 
     def _mode(self):
@@ -275,7 +272,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
                 tf.round((mean + 1.0) * (self._max_value / 2.0)), 0.0, self._max_value
             )
             values.append(value)
-            unit_values.append(self._to_unit_range(value))
+            unit_values.append(to_unit_range(value, self._num_bits))
         return tf.cast(tf.stack(values, axis=-1), tf.int32)
 
     def _sample_control_dependencies(self, x):
@@ -284,15 +281,22 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         x = tf.cast(x, self._params.dtype)
         return [
             tf.debugging.assert_equal(
-                x, tf.round(x), message="`x` must be integer-valued."
+                x,
+                tf.round(x),
+                message="Expected `x` to be integer-valued. Received: x with other values:",
             ),
             tf.debugging.assert_greater_equal(
-                x, tf.zeros([], x.dtype), message="`x` must be >= 0."
+                x,
+                tf.zeros([], x.dtype),
+                message="Expected `x` to be >= 0. Received: x with negative values:",
             ),
             tf.debugging.assert_less_equal(
                 x,
                 tf.constant(self._max_value, x.dtype),
-                message="`x` must be <= 2**num_bits - 1.",
+                message=(
+                    f"Expected `x` to be <= 2**num_bits - 1 = {self._max_value:.0f}, with "
+                    f"num_bits={self._num_bits}. Received: x with larger values:"
+                ),
             ),
         ]
 

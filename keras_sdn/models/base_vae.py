@@ -11,6 +11,7 @@ from keras_sdn._checks import check_bool
 from keras_sdn._checks import check_images
 from keras_sdn._checks import check_int
 from keras_sdn._checks import check_temperature
+from keras_sdn._scaling import to_unit_range
 from keras_sdn.distribute import replica_loss
 
 
@@ -78,7 +79,7 @@ class BaseVAE(keras.Model):
 
     def _to_unit_range(self, images):
         """Integer images in `[0, 2**num_bits - 1]` as float32 in [-1, 1], the encoder's input."""
-        return ops.cast(images, "float32") * (2.0 / (2**self.num_bits - 1)) - 1.0
+        return to_unit_range(ops.cast(images, "float32"), self.num_bits)
 
     def _check_images(self, images, name="images", batched=True):
         return check_images(name, images, self.image_shape, batched=batched)
