@@ -33,7 +33,11 @@ setuptools.setup(
         "matplotlib",
     ],
     # tensorflow-serving-api: the PredictionLog proto, to read the warm-up requests in the tests.
-    extras_require={"test": ["pytest", "scipy", "tensorflow-serving-api"]},
+    # ruff: run by tests/test_style.py; its minor releases change the format style and the rules,
+    # so one minor release is pinned.
+    extras_require={
+        "test": ["pytest", "scipy", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

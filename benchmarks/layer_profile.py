@@ -39,20 +39,37 @@ from keras_sdn import SpatialDependency  # noqa: E402
 # Events that wrap ops, or are the runtime's own (C++ scopes such as
 # `ExecutorState::Process` are recognised by their `::`).
 _NOT_OPS = ("ParallelFor", "ExecutorDoneCallback", "MemoryAllocation", "MemoryDeallocation", "end:")
-_PRODUCTS = ("Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "_FusedConv2D",
-             "MatMul", "BatchMatMulV2", "_FusedMatMul")
-_SCAN_IO = ("TensorListFromTensor", "TensorListStack", "TensorListSetItem",
-            "TensorListGetItem", "TensorListReserve")
+_PRODUCTS = (
+    "Conv2D",
+    "Conv2DBackpropFilter",
+    "Conv2DBackpropInput",
+    "_FusedConv2D",
+    "MatMul",
+    "BatchMatMulV2",
+    "_FusedMatMul",
+)
+_SCAN_IO = (
+    "TensorListFromTensor",
+    "TensorListStack",
+    "TensorListSetItem",
+    "TensorListGetItem",
+    "TensorListReserve",
+)
 _LAYOUT = ("Transpose", "ConcatV2", "Split", "SplitV", "Pack", "Unpack", "Reverse", "Tile")
 
 
 def parse_args():
     parser = configuration_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--pass", dest="which", default="forward+backward",
-                        choices=["forward", "forward+backward"])
+    parser.add_argument(
+        "--pass", dest="which", default="forward+backward", choices=["forward", "forward+backward"]
+    )
     parser.add_argument("--mode", default="graph", choices=["graph", "xla"])
-    parser.add_argument("--layer", default="sdn", choices=["sdn", "conv"],
-                        help="the SDN layer, or Conv2D(F, 3) for reference")
+    parser.add_argument(
+        "--layer",
+        default="sdn",
+        choices=["sdn", "conv"],
+        help="the SDN layer, or Conv2D(F, 3) for reference",
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--output", default="benchmarks/layer_profile.json")
@@ -61,8 +78,9 @@ def parse_args():
 
 def layer_pass(args):
     if args.layer == "sdn":
-        layer = SpatialDependency(args.features, num_features=args.features,
-                                  directions=args.directions)
+        layer = SpatialDependency(
+            args.features, num_features=args.features, directions=args.directions
+        )
     else:
         layer = keras.layers.Conv2D(args.features, 3, padding="same")
     layer.build((args.batch, args.size, args.size, args.features))
@@ -114,8 +132,9 @@ def op_kind(name):
     """The kind of an event, one of the rows of the first table."""
     kind, in_loop = op_type(name)
     if kind in _PRODUCTS or kind.startswith(("conv", "MatMul", "dot")):
-        return "products in the loop" if in_loop or kind == "conv1d" \
-            else "products outside the loop"
+        return (
+            "products in the loop" if in_loop or kind == "conv1d" else "products outside the loop"
+        )
     if kind in _SCAN_IO or "dynamic-update-slice" in kind:
         return "scan stacking / unstacking"
     if kind in _LAYOUT or "transpose" in kind or "concatenate" in kind:
@@ -139,9 +158,11 @@ def main():
         by_op[op] += milliseconds / args.runs
         calls[op] += 1 / args.runs
     total = sum(by_kind.values())
-    print(f"{args.layer} {args.which}, {args.mode}: batch {args.batch}, {args.size}x{args.size}, "
-          f"F = {args.features}, {args.directions} directions; op time per call, summed "
-          f"({total:.1f} ms in all)")
+    print(
+        f"{args.layer} {args.which}, {args.mode}: batch {args.batch}, {args.size}x{args.size}, "
+        f"F = {args.features}, {args.directions} directions; op time per call, summed "
+        f"({total:.1f} ms in all)"
+    )
     print(f"{'kind':42s} {'ms':>8s} {'share':>6s}")
     for kind, milliseconds in by_kind.most_common():
         print(f"{kind:42s} {milliseconds:8.1f} {milliseconds / total:6.1%}")
@@ -149,8 +170,16 @@ def main():
     for op, milliseconds in by_op.most_common(args.top):
         print(f"{op:42s} {milliseconds:8.1f} {calls[op]:6.0f}")
     with open(args.output, "w") as file:
-        json.dump({"args": vars(args), "total_ms": total, "kinds": dict(by_kind),
-                   "ops": dict(by_op.most_common(args.top))}, file, indent=1)
+        json.dump(
+            {
+                "args": vars(args),
+                "total_ms": total,
+                "kinds": dict(by_kind),
+                "ops": dict(by_op.most_common(args.top)),
+            },
+            file,
+            indent=1,
+        )
     print(f"wrote {args.output}")
 
 

@@ -64,8 +64,14 @@ def measure(size, features, directions, mode, batch, repeats):
     sdn(x), conv(x)
     sdn_passes = compiled_passes(sdn, mode == "xla")
     conv_passes = compiled_passes(conv, mode == "xla")
-    row = dict(size=size, features=features, directions=directions, mode=mode, batch=batch,
-               arithmetic_ratio=round(arithmetic_ratio(directions), 2))
+    row = dict(
+        size=size,
+        features=features,
+        directions=directions,
+        mode=mode,
+        batch=batch,
+        arithmetic_ratio=round(arithmetic_ratio(directions), 2),
+    )
     for name in ("forward", "forward+backward"):
         sdn_seconds, conv_seconds = alternate_medians(
             [sdn_passes[name], conv_passes[name]], x, repeats
@@ -83,14 +89,35 @@ def measure(size, features, directions, mode, batch, repeats):
 
 
 COLUMNS = [
-    ("mode", "{:>5}"), ("size", "{:>4}"), ("features", "{:>4}"), ("directions", "{:>3}"),
-    ("forward sdn ms", "{:>9.1f}"), ("forward conv ms", "{:>9.1f}"), ("forward ratio", "{:>6.2f}"),
-    ("forward+backward sdn ms", "{:>9.1f}"), ("forward+backward conv ms", "{:>9.1f}"),
-    ("forward+backward ratio", "{:>6.2f}"), ("arithmetic_ratio", "{:>6.2f}"),
-    ("forward+backward sdn peak MiB", "{:>8.1f}"), ("forward+backward conv peak MiB", "{:>8.1f}"),
+    ("mode", "{:>5}"),
+    ("size", "{:>4}"),
+    ("features", "{:>4}"),
+    ("directions", "{:>3}"),
+    ("forward sdn ms", "{:>9.1f}"),
+    ("forward conv ms", "{:>9.1f}"),
+    ("forward ratio", "{:>6.2f}"),
+    ("forward+backward sdn ms", "{:>9.1f}"),
+    ("forward+backward conv ms", "{:>9.1f}"),
+    ("forward+backward ratio", "{:>6.2f}"),
+    ("arithmetic_ratio", "{:>6.2f}"),
+    ("forward+backward sdn peak MiB", "{:>8.1f}"),
+    ("forward+backward conv peak MiB", "{:>8.1f}"),
 ]
-HEADERS = ["mode", "size", "F", "D", "fwd SDN", "fwd conv", "ratio", "f+b SDN", "f+b conv",
-           "ratio", "arith", "SDN MiB", "conv MiB"]
+HEADERS = [
+    "mode",
+    "size",
+    "F",
+    "D",
+    "fwd SDN",
+    "fwd conv",
+    "ratio",
+    "f+b SDN",
+    "f+b conv",
+    "ratio",
+    "arith",
+    "SDN MiB",
+    "conv MiB",
+]
 
 
 def print_row(row):

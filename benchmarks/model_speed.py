@@ -43,11 +43,11 @@ import tensorflow as tf  # noqa: E402
 
 from common import alternate_medians  # noqa: E402
 from common import run_once  # noqa: E402
+from keras_sdn.layers import ResidualSpatialDependency  # noqa: E402
+from keras_sdn.models import SDNVAE  # noqa: E402
 from layer_profile import op_type  # noqa: E402
 from layer_profile import traced_events  # noqa: E402
 from layer_speed import peak_memory_mib  # noqa: E402
-from keras_sdn.layers import ResidualSpatialDependency  # noqa: E402
-from keras_sdn.models import SDNVAE  # noqa: E402
 
 DEFAULT_BATCH = {"tiny": 32, "cifar10": 8, "imagenet32": 8, "celebahq256": 1}
 MODELS = ("sdn", "baseline")
@@ -63,8 +63,13 @@ PARTS = (
     "update: optimizer, skipping, EMA, metrics",
     "the rest (ELU, residual gates, KL, ...)",
 )
-_CONVOLUTIONS = ("Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "FusedConv2D",
-                 "_FusedConv2D")
+_CONVOLUTIONS = (
+    "Conv2D",
+    "Conv2DBackpropFilter",
+    "Conv2DBackpropInput",
+    "FusedConv2D",
+    "_FusedConv2D",
+)
 _UPDATE_OPS = ("Assign", "ReadVariableOp", "ResourceApply", "IsFinite", "All")
 # Unscoped ops of the ladder blocks' own code (ELU, the gated residuals, the
 # splits and the nearest-neighbour resampling), not of the update.
@@ -73,17 +78,27 @@ _MODEL_GLUE = ("Elu", "Sigmoid", "Split", "SplitV", "StridedSlice", "ConcatV2", 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny"],
-                        choices=sorted(DEFAULT_BATCH))
-    parser.add_argument("--batch", type=int, help="training batch (default: per preset, "
-                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH.items()) + ")")
-    parser.add_argument("--image-size", type=int,
-                        help="height and width of the images (default: the preset's)")
+    parser.add_argument("--presets", nargs="+", default=["tiny"], choices=sorted(DEFAULT_BATCH))
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help="training batch (default: per preset, "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="height and width of the images (default: the preset's)"
+    )
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per model (median)")
-    parser.add_argument("--sample-images", type=int, default=32,
-                        help="images per timed `sample` call")
-    parser.add_argument("--profile-runs", type=int, default=3,
-                        help="traced training steps per model (0: no profile)")
+    parser.add_argument(
+        "--sample-images", type=int, default=32, help="images per timed `sample` call"
+    )
+    parser.add_argument(
+        "--profile-runs",
+        type=int,
+        default=3,
+        help="traced training steps per model (0: no profile)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default="benchmarks/model_speed.json")
     return parser.parse_args()
@@ -125,8 +140,11 @@ def part_of(event_name, sdn_layers):
     if "sweeps" in scopes or "sweeps_gradient" in scopes:
         if not in_loop:
             return "SDN sweeps: around the loops"
-        return "SDN sweeps: backward loops" if "sweeps_gradient" in scopes \
+        return (
+            "SDN sweeps: backward loops"
+            if "sweeps_gradient" in scopes
             else "SDN sweeps: forward loops"
+        )
     if "inverse_autoregressive_flow" in scopes or "iaf_network" in scopes:
         return "IAF networks"
     if scopes[0] in sdn_layers:
@@ -135,8 +153,10 @@ def part_of(event_name, sdn_layers):
         return "likelihood"
     if kind.startswith(_CONVOLUTIONS):
         return "other convolutions"
-    if scopes[0] == "cond" or kind.startswith(_UPDATE_OPS) or (
-        len(scopes) == 1 and not gradient and kind not in _MODEL_GLUE
+    if (
+        scopes[0] == "cond"
+        or kind.startswith(_UPDATE_OPS)
+        or (len(scopes) == 1 and not gradient and kind not in _MODEL_GLUE)
     ):
         # The update skipper's branch, the variables' updates and the other
         # unscoped ops of `train_step` (gradient norm, averages, metrics).
@@ -186,8 +206,10 @@ def measure(preset, args):
         result[f"{name} step peak MiB"] = round(peak_memory_mib(step, images), 1)
     if args.profile_runs:
         result["profile"] = {
-            name: {part: {"ms": round(ms, 3), "ops": round(count, 1)}
-                   for part, (ms, count) in profile(model, images, args.profile_runs).items()}
+            name: {
+                part: {"ms": round(ms, 3), "ops": round(count, 1)}
+                for part, (ms, count) in profile(model, images, args.profile_runs).items()
+            }
             for name, model in models.items()
         }
     return result
@@ -197,28 +219,39 @@ def print_result(result):
     shape = "x".join(map(str, result["image_shape"]))
     print(f"\n{result['preset']} preset, {shape} images, batch {result['batch']}")
     print(f"{'':26s} {'SDN-VAE':>10s} {'baseline':>10s} {'ratio':>7s}")
-    print(f"{'training step ms':26s} {result['sdn step ms']:10.1f} "
-          f"{result['baseline step ms']:10.1f} {result['step ratio']:7.2f}")
-    print(f"{'sample images/s':26s} {result['sdn sample images/s']:10.1f} "
-          f"{result['baseline sample images/s']:10.1f} "
-          f"{1 / result['sample ratio']:7.2f}")
-    print(f"{'step peak MiB':26s} {result['sdn step peak MiB']:10.1f} "
-          f"{result['baseline step peak MiB']:10.1f}")
-    print(f"{'first step s (tracing)':26s} {result['sdn first step s']:10.1f} "
-          f"{result['baseline first step s']:10.1f}")
+    print(
+        f"{'training step ms':26s} {result['sdn step ms']:10.1f} "
+        f"{result['baseline step ms']:10.1f} {result['step ratio']:7.2f}"
+    )
+    print(
+        f"{'sample images/s':26s} {result['sdn sample images/s']:10.1f} "
+        f"{result['baseline sample images/s']:10.1f} "
+        f"{1 / result['sample ratio']:7.2f}"
+    )
+    print(
+        f"{'step peak MiB':26s} {result['sdn step peak MiB']:10.1f} "
+        f"{result['baseline step peak MiB']:10.1f}"
+    )
+    print(
+        f"{'first step s (tracing)':26s} {result['sdn first step s']:10.1f} "
+        f"{result['baseline first step s']:10.1f}"
+    )
     if "profile" not in result:
         return
     sdn, baseline = result["profile"]["sdn"], result["profile"]["baseline"]
-    totals = {name: sum(row["ms"] for row in result["profile"][name].values())
-              for name in MODELS}
-    print(f"\nop time per training step, summed over threads (ms, share, ops executed)")
+    totals = {name: sum(row["ms"] for row in result["profile"][name].values()) for name in MODELS}
+    print("\nop time per training step, summed over threads (ms, share, ops executed)")
     print(f"{'part':42s} {'SDN-VAE':>8s} {'share':>6s} {'ops':>6s}  {'baseline':>8s} {'ops':>6s}")
     for part in PARTS:
-        print(f"{part:42s} {sdn[part]['ms']:8.1f} {sdn[part]['ms'] / totals['sdn']:6.1%} "
-              f"{sdn[part]['ops']:6.0f}  {baseline[part]['ms']:8.1f} {baseline[part]['ops']:6.0f}")
-    print(f"{'all':42s} {totals['sdn']:8.1f} {'':6s} "
-          f"{sum(row['ops'] for row in sdn.values()):6.0f}  {totals['baseline']:8.1f} "
-          f"{sum(row['ops'] for row in baseline.values()):6.0f}")
+        print(
+            f"{part:42s} {sdn[part]['ms']:8.1f} {sdn[part]['ms'] / totals['sdn']:6.1%} "
+            f"{sdn[part]['ops']:6.0f}  {baseline[part]['ms']:8.1f} {baseline[part]['ops']:6.0f}"
+        )
+    print(
+        f"{'all':42s} {totals['sdn']:8.1f} {'':6s} "
+        f"{sum(row['ops'] for row in sdn.values()):6.0f}  {totals['baseline']:8.1f} "
+        f"{sum(row['ops'] for row in baseline.values()):6.0f}"
+    )
 
 
 def main():

@@ -67,16 +67,28 @@ def main():
     milliseconds = {name: 1000 * value for name, value in zip(ops, seconds)}
     conv = milliseconds["Conv2D(F, 3)"]
     floor = sum(milliseconds[name] * count for name, (_, count) in ops.items())
-    print(f"batch {args.batch}, {args.size}x{args.size}, F = {args.features}, "
-          f"{args.directions} directions; median of {args.repeats} alternating runs")
+    print(
+        f"batch {args.batch}, {args.size}x{args.size}, F = {args.features}, "
+        f"{args.directions} directions; median of {args.repeats} alternating runs"
+    )
     print(f"{'op':66s} {'ms':>7s} {'times':>5s}")
     for name, (_, count) in ops.items():
         print(f"{name:66s} {milliseconds[name]:7.2f} {count:5d}")
-    print(f"products of the forward pass: {floor:.1f} ms = {floor / conv:.2f}x the convolution "
-          f"(arithmetic ratio {arithmetic_ratio(args.directions):.2f})")
+    print(
+        f"products of the forward pass: {floor:.1f} ms = {floor / conv:.2f}x the convolution "
+        f"(arithmetic ratio {arithmetic_ratio(args.directions):.2f})"
+    )
     with open(args.output, "w") as file:
-        json.dump({"args": vars(args), "ms": milliseconds, "floor_ms": floor,
-                   "floor_ratio": floor / conv}, file, indent=1)
+        json.dump(
+            {
+                "args": vars(args),
+                "ms": milliseconds,
+                "floor_ms": floor,
+                "floor_ratio": floor / conv,
+            },
+            file,
+            indent=1,
+        )
     print(f"wrote {args.output}")
 
 

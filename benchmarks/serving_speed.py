@@ -31,7 +31,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny", help="SDNVAE preset")
     parser.add_argument(
-        "--model", choices=("sdn", "conv"), default="sdn",
+        "--model",
+        choices=("sdn", "conv"),
+        default="sdn",
         help="the SDN-VAE, or its convolutional baseline (use_sdn=False)",
     )
     parser.add_argument("--image-size", type=int, help="height and width (default: the preset's)")

@@ -55,8 +55,10 @@ VARIANTS = {
         "orthogonal kernels (Glorot-uniform)",
         lambda args: args.set.append('kernel_initializer="glorot_uniform"'),
     ),
-    "flips": ("the dataset's flip default (flips forced on)", lambda args: setattr(
-        args, "random_flip", "on")),
+    "flips": (
+        "the dataset's flip default (flips forced on)",
+        lambda args: setattr(args, "random_flip", "on"),
+    ),
     "no_update_skipping": (
         "update skipping",
         lambda args: args.set.append("skip_factor=null"),
@@ -89,8 +91,10 @@ def main(argv=None):
         rows.append(row)
         with open(args.output, "w") as file:
             json.dump({"settings": vars(args), "rows": rows}, file, indent=2)
-    print(f"\nTest bits/dim after {args.steps} steps ({args.preset}, {args.dataset} "
-          f"{args.image_size}x{args.image_size}, batch {args.batch_size}, one run each)")
+    print(
+        f"\nTest bits/dim after {args.steps} steps ({args.preset}, {args.dataset} "
+        f"{args.image_size}x{args.image_size}, batch {args.batch_size}, one run each)"
+    )
     print(f"{'undone':<55} {'SDN-VAE':>8} {'baseline':>9}")
     for row in rows:
         print(f"{row['undone']:<55} {row['sdn test bpd']:>8.3f} {row['baseline test bpd']:>9.3f}")

@@ -98,11 +98,16 @@ def build_model(args, use_sdn):
 
 def datasets(args, num_bits):
     common = dict(
-        name=args.dataset, batch_size=args.batch_size, num_bits=num_bits,
-        image_size=args.image_size, seed=args.seed,
+        name=args.dataset,
+        batch_size=args.batch_size,
+        num_bits=num_bits,
+        image_size=args.image_size,
+        seed=args.seed,
     )
     flip = {"default": {}, "on": {"random_flip": True}, "off": {"random_flip": False}}
-    train = load_images(split="train", shuffle=True, repeat=True, **common, **flip[args.random_flip])
+    train = load_images(
+        split="train", shuffle=True, repeat=True, **common, **flip[args.random_flip]
+    )
     test = load_images(split="test", shuffle=False, num_examples=args.test_examples, **common)
     return train, test
 
@@ -146,8 +151,11 @@ def train_curves(args, steps, eval_every, models=MODELS):
         for run in runs:
             run.train(min(eval_every, steps - run.steps))
             point = run.evaluate()
-            print(f"{run.name:>8}  step {point['step']:>5}  {point['seconds']:>7.1f} s  "
-                  f"test {point['test_bpd']:.3f} bits/dim", flush=True)
+            print(
+                f"{run.name:>8}  step {point['step']:>5}  {point['seconds']:>7.1f} s  "
+                f"test {point['test_bpd']:.3f} bits/dim",
+                flush=True,
+            )
     return {
         run.name: {
             "curve": run.curve,
@@ -185,8 +193,10 @@ def main(argv=None):
     settings = {key: value for key, value in vars(args).items() if key not in ("output", "plot")}
     with open(args.output, "w") as file:
         json.dump({"settings": settings, "models": results}, file, indent=2)
-    title = f"{args.preset} preset, {args.dataset} {args.image_size}x{args.image_size}, " \
-            f"batch {args.batch_size}"
+    title = (
+        f"{args.preset} preset, {args.dataset} {args.image_size}x{args.image_size}, "
+        f"batch {args.batch_size}"
+    )
     plot_curves(results, args.plot, title)
     print(f"\n{'step':>6} " + " ".join(f"{name + ' bpd':>14}" for name in results))
     for points in zip(*(result["curve"] for result in results.values())):

@@ -61,8 +61,8 @@ import keras  # noqa: E402
 import matplotlib  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
@@ -105,7 +105,9 @@ OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", default="beta_vae_results")
-    parser.add_argument("--dataset", choices=("synthetic_shapes", "shapes3d"), default="synthetic_shapes")
+    parser.add_argument(
+        "--dataset", choices=("synthetic_shapes", "shapes3d"), default="synthetic_shapes"
+    )
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (shapes3d)")
     parser.add_argument("--decoders", nargs="+", choices=DECODERS, default=list(DECODERS))
     parser.add_argument("--betas", nargs="+", type=float, default=[1.0, 4.0])
@@ -147,7 +149,9 @@ def parse_args(argv=None):
         help="CPU-sized; the authors (and BetaVAE's default) use 200",
     )
     parser.add_argument("--num-bits", type=int, default=8)
-    parser.add_argument("--eval-batches", type=int, default=20, help="training batches for the ELBO")
+    parser.add_argument(
+        "--eval-batches", type=int, default=20, help="training batches for the ELBO"
+    )
     parser.add_argument(
         "--eval-images",
         type=int,
@@ -162,11 +166,15 @@ def parse_args(argv=None):
         help="training points of the β-VAE and FactorVAE classifiers (half as many to evaluate)",
     )
     parser.add_argument("--metric-batch-size", type=int, default=16, help="images per metric point")
-    parser.add_argument("--variance-samples", type=int, default=2000, help="FactorVAE's variance estimate")
+    parser.add_argument(
+        "--variance-samples", type=int, default=2000, help="FactorVAE's variance estimate"
+    )
     parser.add_argument("--mig-samples", type=int, default=3000)
     parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
+    parser.add_argument(
+        "--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity"
+    )
     add_strategy_arguments(parser)
     args = parser.parse_args(argv)
     positive = (
@@ -176,7 +184,9 @@ def parse_args(argv=None):
     for name in positive:
         value = getattr(args, name)
         if not value > 0:
-            parser.error(f"argument --{name.replace('_', '-')}: expected a positive value, got {value}")
+            parser.error(
+                f"argument --{name.replace('_', '-')}: expected a positive value, got {value}"
+            )
     if not 1 <= args.num_bits <= 8:
         parser.error(f"argument --num-bits: expected an integer in [1, 8], got {args.num_bits}")
     if min(args.betas) <= 0:

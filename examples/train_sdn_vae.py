@@ -139,7 +139,9 @@ def parse_args(argv=None):
     for name in positive:
         value = getattr(args, name)
         if value is not None and not value > 0:
-            parser.error(f"argument --{name.replace('_', '-')}: expected a positive value, got {value}")
+            parser.error(
+                f"argument --{name.replace('_', '-')}: expected a positive value, got {value}"
+            )
     return args
 
 
@@ -272,8 +274,9 @@ def save_grid(rows, labels, title, path):
     size = (width * scale / 100 + 1.4, len(rows) * height * scale / 100 + 0.7)
     figure, axes = plt.subplots(len(rows), 1, figsize=size, squeeze=False)
     for axis, row, label in zip(axes[:, 0], rows, labels):
-        axis.imshow(row.squeeze(), cmap="gray" if row.shape[-1] == 1 else None,
-                    interpolation="nearest")
+        axis.imshow(
+            row.squeeze(), cmap="gray" if row.shape[-1] == 1 else None, interpolation="nearest"
+        )
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
@@ -368,9 +371,7 @@ def main(argv=None):
     samples = save_samples(model, output_dir / "samples.png", args.samples_per_temperature)
     logger.write_image("samples", samples, step)
     test_images = next(iter(test))[: 2 * args.samples_per_temperature]
-    reconstructions = save_reconstructions(
-        model, test_images, output_dir / "reconstructions.png"
-    )
+    reconstructions = save_reconstructions(model, test_images, output_dir / "reconstructions.png")
     logger.write_image("reconstructions", reconstructions, step)
     export_model(model, output_dir / "saved_model")
     print(

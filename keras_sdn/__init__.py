@@ -13,10 +13,24 @@ from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers import SpatialDependency
 from keras_sdn.layers import WeightNormalization
 
+__all__ = [
+    "layers",
+    "ResidualSpatialDependency",
+    "SpatialDependency",
+    "WeightNormalization",
+]
+
 __version__ = "0.1.0"
 
 _LAZY_SUBMODULES = (
-    "bijectors", "data", "distribute", "distributions", "export", "metrics", "models", "optimizers"
+    "bijectors",
+    "data",
+    "distribute",
+    "distributions",
+    "export",
+    "metrics",
+    "models",
+    "optimizers",
 )
 
 

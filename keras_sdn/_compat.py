@@ -89,9 +89,10 @@ def patch_multi_worker_fit():
     maybe_symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
 
     def multi_worker(strategy):
-        return isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy
-        ) and strategy.extended._in_multi_worker_mode()
+        return (
+            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()
+        )
 
     def reduce_scalars_over_replicas(values, strategy, reduction):
         if not (multi_worker(strategy) and reduction in ("auto", "mean")):

@@ -199,7 +199,9 @@ def _prediction_log(signature_name, inputs):
     """
     model_spec = _field(3, signature_name.encode())
     request = _field(1, model_spec) + b"".join(
-        _field(2, _field(1, key.encode()) + _field(2, tf.make_tensor_proto(value).SerializeToString()))
+        _field(
+            2, _field(1, key.encode()) + _field(2, tf.make_tensor_proto(value).SerializeToString())
+        )
         for key, value in inputs.items()
     )
     return _field(6, _field(1, request))
@@ -261,8 +263,7 @@ def _generic_endpoints(model, input_signature, max_count):
                 "Received: input_signature=None"
             )
         input_signature = [
-            tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype, name=x.name)
-            for x in model.inputs
+            tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype, name=x.name) for x in model.inputs
         ]
     input_signature = list(input_signature)
 
@@ -311,7 +312,9 @@ def _checked_images(images, image_shape, num_bits, max_count):
 
     TF Serving checks the dtype of a request's tensors, not their shape.
     """
-    images = _checked_batch(tf.ensure_shape(images, (None,) + tuple(image_shape)), max_count, "images")
+    images = _checked_batch(
+        tf.ensure_shape(images, (None,) + tuple(image_shape)), max_count, "images"
+    )
     largest = 2**num_bits - 1
     check = tf.debugging.assert_less_equal(
         images,

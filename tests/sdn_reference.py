@@ -120,8 +120,9 @@ def spatial_dependency(images, weights, directions, upsample):
     return np.stack(outputs)
 
 
-def residual_spatial_dependency(images, weights, residual_kernel, residual_bias, directions,
-                                upsample):
+def residual_spatial_dependency(
+    images, weights, residual_kernel, residual_bias, directions, upsample
+):
     both = spatial_dependency(images, weights, directions, upsample)
     sweeps, gate_logits = np.split(both, 2, axis=-1)
     gate = sigmoid(gate_logits)

@@ -27,8 +27,19 @@ def run_script(name, *args, output):
 
 def test_layer_speed_writes_one_row_per_configuration(tmp_path):
     result = run_script(
-        "layer_speed.py", "--sizes", "4", "6", "--directions", "1", "4", "--repeats", "1",
-        "--modes", "graph", *TINY, output=tmp_path / "speed.json",
+        "layer_speed.py",
+        "--sizes",
+        "4",
+        "6",
+        "--directions",
+        "1",
+        "4",
+        "--repeats",
+        "1",
+        "--modes",
+        "graph",
+        *TINY,
+        output=tmp_path / "speed.json",
     )
     rows = result["rows"]
     assert [(row["size"], row["directions"]) for row in rows] == [(4, 1), (4, 4), (6, 1), (6, 4)]
@@ -43,7 +54,14 @@ def test_layer_speed_writes_one_row_per_configuration(tmp_path):
 @pytest.mark.parametrize("layer", ["sdn", "conv"])
 def test_layer_profile_shares_add_up(tmp_path, layer):
     result = run_script(
-        "layer_profile.py", "--size", "6", "--runs", "1", "--layer", layer, *TINY,
+        "layer_profile.py",
+        "--size",
+        "6",
+        "--runs",
+        "1",
+        "--layer",
+        layer,
+        *TINY,
         output=tmp_path / "profile.json",
     )
     kinds = result["kinds"]
@@ -54,7 +72,14 @@ def test_layer_profile_shares_add_up(tmp_path, layer):
 
 def test_product_floor_counts_the_forward_products(tmp_path):
     result = run_script(
-        "product_floor.py", "--size", "6", "--directions", "2", "--repeats", "1", *TINY,
+        "product_floor.py",
+        "--size",
+        "6",
+        "--directions",
+        "2",
+        "--repeats",
+        "1",
+        *TINY,
         output=tmp_path / "floor.json",
     )
     milliseconds = list(result["ms"].values())
@@ -66,9 +91,22 @@ def test_product_floor_counts_the_forward_products(tmp_path):
 def test_vae_convergence_records_a_curve_and_plots_it(tmp_path):
     plot = tmp_path / "curve.png"
     result = run_script(
-        "vae_convergence.py", "--models", "baseline", "--steps", "4", "--eval-every", "2",
-        "--image-size", "8", "--batch-size", "4", "--test-examples", "8",
-        "--plot", str(plot), output=tmp_path / "curve.json",
+        "vae_convergence.py",
+        "--models",
+        "baseline",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "4",
+        "--test-examples",
+        "8",
+        "--plot",
+        str(plot),
+        output=tmp_path / "curve.json",
     )
     curve = result["models"]["baseline"]["curve"]
     assert [point["step"] for point in curve] == [2, 4]

@@ -82,7 +82,9 @@ def test_global_scale_likelihood_and_mode_against_numpy(num_bits):
 
 def test_sdn_decoder_replaces_the_32x32_stage():
     conv, sdn = make_model("conv"), make_model("sdn")
-    sdn_layers = [layer for layer in sdn.decoder_network.layers if isinstance(layer, SpatialDependency)]
+    sdn_layers = [
+        layer for layer in sdn.decoder_network.layers if isinstance(layer, SpatialDependency)
+    ]
     assert len(sdn_layers) == 1
     layer = sdn_layers[0]
     assert layer.directions == ("up",)
@@ -225,7 +227,9 @@ def test_save_and_load_round_trip(tmp_path):
     assert isinstance(loaded, BetaVAE) and loaded.get_config() == model.get_config()
     codes = model.encode(images)
     np.testing.assert_allclose(loaded.encode(images), codes, rtol=1e-6)
-    np.testing.assert_allclose(loaded.decoder_network(codes), model.decoder_network(codes), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.decoder_network(codes), model.decoder_network(codes), rtol=1e-6
+    )
     assert int(loaded.steps_trained.numpy()) == 2
     assert float(model.log_scale) != 0.0
     np.testing.assert_allclose(loaded.log_scale, model.log_scale)

@@ -27,9 +27,9 @@ from keras_sdn.bijectors import AutoregressiveConvNetwork
 from keras_sdn.data import SyntheticShapes
 from keras_sdn.data import load_images
 from keras_sdn.data import quantize
-from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.distribute import BackupAndRestore
 from keras_sdn.distribute import strategy_from_name
+from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.distributions import diagonal_gaussian
 from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers import SpatialDependency

@@ -100,7 +100,9 @@ def test_beta_example_stops_on_missing_shapes3d_without_a_traceback(tmp_path):
         "--data-dir", str(tmp_path / "tfds"), "--output-dir", str(tmp_path / "run"),
     ]  # fmt: skip
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=300
+    )
     assert completed.returncode == 1
     assert "error: Dataset 'shapes3d'" in completed.stderr and "tfds build" in completed.stderr
     assert "Traceback" not in completed.stderr

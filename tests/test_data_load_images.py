@@ -146,8 +146,9 @@ def test_tfds_datasets_are_downloaded_unless_download_is_false(name):
     def download_and_prepare(builder):
         prepare(builder.name)
 
-    with tfds.testing.mock_data(num_examples=3), mock.patch.object(
-        tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare
+    with (
+        tfds.testing.mock_data(num_examples=3),
+        mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare),
     ):
         downloaded = _all_images(load_images(name, batch_size=3, shuffle=False, random_flip=False))
         prepare.assert_called_once_with(TFDS_SOURCES[name].tfds_name.split("/")[0])

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import special, stats
+from scipy import special
+from scipy import stats
 
 from keras_sdn.distributions import DiscretizedLogisticMixture
 
@@ -25,7 +26,9 @@ def log_mass_between(upper, lower):
     """log(sigmoid(upper) - sigmoid(lower)) in float64, via the tail farther from 0."""
     if lower > 0:
         upper, lower = -lower, -upper
-    return special.log_expit(upper) + np.log1p(-np.exp(special.log_expit(lower) - special.log_expit(upper)))
+    return special.log_expit(upper) + np.log1p(
+        -np.exp(special.log_expit(lower) - special.log_expit(upper))
+    )
 
 
 def reference_pixel_log_prob(pixel_params, value, channels, num_bits):
@@ -178,7 +181,9 @@ def test_temperature_scales_the_logistic_scales():
 def test_sample_frequencies_match_probabilities(temperature):
     rng = np.random.default_rng(4)
     channels, num_bits, num_samples = 3, 2, 20000
-    params = random_params(rng, (1, 1), num_mixtures=3, channels=channels, log_scale_range=(-1.5, -0.5))
+    params = random_params(
+        rng, (1, 1), num_mixtures=3, channels=channels, log_scale_range=(-1.5, -0.5)
+    )
     distribution = DiscretizedLogisticMixture(
         params.astype(np.float32), channels, num_bits, temperature=temperature
     )

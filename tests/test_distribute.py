@@ -97,10 +97,16 @@ def test_multi_worker_mirrored_trains_identical_weights_on_two_workers(tmp_path,
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = [
         start(
-            "worker", str(tmp_path / f"worker{index}"), str(tmp_path / "backup"), *KINDS,
-            env={**ENV, "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            )},
+            "worker",
+            str(tmp_path / f"worker{index}"),
+            str(tmp_path / "backup"),
+            *KINDS,
+            env={
+                **ENV,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            },
         )  # fmt: skip
         for index in range(2)
     ]

@@ -123,7 +123,11 @@ def served(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("serving")
     keras.utils.set_random_seed(0)
-    models = {"sdn_vae": tiny_sdn_vae(num_bits=5), "beta_vae": tiny_beta_vae(), "generic": generic_model()}
+    models = {
+        "sdn_vae": tiny_sdn_vae(num_bits=5),
+        "beta_vae": tiny_beta_vae(),
+        "generic": generic_model(),
+    }
     directories = {key: str(root / key / "1") for key in models}
     max_counts = {"sdn_vae": 3, "beta_vae": 64, "generic": 2}  # 64: the default
     for key, model in models.items():
@@ -323,7 +327,9 @@ def test_wrong_dtype_shape_or_values_raise(served):
     assert shape in errors[("beta_vae", "wrong_channels")]
     assert shape in errors[("beta_vae", "two_counts")]
     assert shape in errors[("generic", "wrong_shape")]
-    assert "Expected `images` to hold 5-bit values, at most 31" in errors[("sdn_vae", "too_many_bits")]
+    assert (
+        "Expected `images` to hold 5-bit values, at most 31" in errors[("sdn_vae", "too_many_bits")]
+    )
 
 
 def test_requests_beyond_the_serving_bounds_raise(served):
@@ -335,8 +341,13 @@ def test_requests_beyond_the_serving_bounds_raise(served):
             (("zero_count", "count_above_max", "huge_count"), "Expected `count` in [1, 3]"),
             (("too_many_images", "too_many_images_encode"), "at most max_count=3 rows of `images`"),
             (
-                ("negative_temperature", "zero_temperature", "hot_temperature",
-                 "infinite_temperature", "nan_temperature"),
+                (
+                    "negative_temperature",
+                    "zero_temperature",
+                    "hot_temperature",
+                    "infinite_temperature",
+                    "nan_temperature",
+                ),
                 "Expected a `temperature` in (0, 10.0]",
             ),
         )  # fmt: skip
@@ -437,8 +448,10 @@ class SubclassedModel(keras.Model):
         (dict(model=SpatialDependency(2)), "Expected `model` to be a keras.Model"),
         (dict(model=keras.Sequential([SpatialDependency(2)])), "Expected `model` to be built"),
         (dict(model=SubclassedModel()), "Expected an `input_signature`"),
-        (dict(model=keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), max_count=0),
-         "Expected `max_count` to be an int >= 1"),
+        (
+            dict(model=keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), max_count=0),
+            "Expected `max_count` to be an int >= 1",
+        ),
     ],
 )
 def test_bad_arguments_raise(arguments, message, tmp_path):
@@ -523,7 +536,9 @@ def test_sdn_vae_with_sweeps_serves_any_batch_size(swept_sdn_vae):
     for batch in (1, 2, 5):
         served_latents = encode(images=tf.constant(images[:batch]))
         for index, latent in enumerate(expected):
-            np.testing.assert_allclose(served_latents[f"latents_{index}"], latent[:batch], atol=1e-5)
+            np.testing.assert_allclose(
+                served_latents[f"latents_{index}"], latent[:batch], atol=1e-5
+            )
 
 
 def test_no_warmup_file_for_inputs_of_unknown_size(tmp_path):

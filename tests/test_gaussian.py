@@ -19,7 +19,10 @@ def test_log_prob_matches_scipy_with_temperature():
 
 
 def test_samples_have_tempered_moments():
-    loc, log_scale = np.full((1, 8, 8, 4), 2.0, np.float32), np.full((1, 8, 8, 4), np.log(3.0), np.float32)
+    loc, log_scale = (
+        np.full((1, 8, 8, 4), 2.0, np.float32),
+        np.full((1, 8, 8, 4), np.log(3.0), np.float32),
+    )
     samples = diagonal_gaussian(loc, log_scale, temperature=0.5).sample(200, seed=1).numpy()
     assert samples.shape == (200, 1, 8, 8, 4)
     np.testing.assert_allclose(samples.mean(), 2.0, atol=0.03)
@@ -27,10 +30,14 @@ def test_samples_have_tempered_moments():
 
 
 def test_half_precision_inputs_are_computed_in_float32():
-    gaussian = diagonal_gaussian(tf.zeros([2, 2, 2, 3], tf.float16), tf.zeros([2, 2, 2, 3], tf.float16))
+    gaussian = diagonal_gaussian(
+        tf.zeros([2, 2, 2, 3], tf.float16), tf.zeros([2, 2, 2, 3], tf.float16)
+    )
     assert gaussian.dtype == tf.float32
     np.testing.assert_allclose(
-        gaussian.log_prob(np.zeros([2, 2, 2, 3])).numpy(), np.full(2, 12 * stats.norm.logpdf(0.0)), rtol=1e-6
+        gaussian.log_prob(np.zeros([2, 2, 2, 3])).numpy(),
+        np.full(2, 12 * stats.norm.logpdf(0.0)),
+        rtol=1e-6,
     )
 
 

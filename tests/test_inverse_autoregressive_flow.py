@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tiny_models import tiny_sdn_vae
 
 from keras_sdn.bijectors import AutoregressiveConvNetwork
 from keras_sdn.bijectors import InverseAutoregressiveFlow
 from keras_sdn.distributions import diagonal_gaussian
+from tiny_models import tiny_sdn_vae
 
 BATCH, HEIGHT, WIDTH, Z, CONTEXT = 2, 3, 4, 4, 5
 EVENT_SIZE = HEIGHT * WIDTH * Z
@@ -132,7 +132,9 @@ def test_network_is_autoregressive_in_raster_then_channel_order():
     network = make_network(kernel_size=3)
     z, context = random_inputs()
     for output in range(2):  # shift, log-scale
-        jacobian = raster_jacobian(lambda image: network(image, context[:1])[output], z)
+        jacobian = raster_jacobian(
+            lambda image, output=output: network(image, context[:1])[output], z
+        )
         # Strictly lower triangular: no output sees its own coordinate or a later one.
         assert np.all(np.triu(jacobian) == 0)
         by_pixel = np.abs(jacobian).reshape(HEIGHT, WIDTH, Z, HEIGHT, WIDTH, Z)
@@ -179,7 +181,9 @@ def test_channel_ordering_is_autoregressive_over_channels_at_every_pixel():
     network = make_network(ordering="channels")
     z, context = random_inputs()
     for output in range(2):  # shift, log-scale
-        jacobian = raster_jacobian(lambda image: network(image, context[:1])[output], z)
+        jacobian = raster_jacobian(
+            lambda image, output=output: network(image, context[:1])[output], z
+        )
         by_channel = np.abs(jacobian).reshape(HEIGHT, WIDTH, Z, HEIGHT, WIDTH, Z)
         pixel = (1, 1)
         # Three 3x3 convolutions reach every pixel of the 3x4 map from (1, 1):
@@ -293,7 +297,9 @@ def test_weight_normalization_gradient_matches_finite_differences():
                 shifted.append(objective().numpy())
             variable.assign(flat.reshape(variable.shape))
             numerical = (shifted[0] - shifted[1]) / (2 * step)
-            np.testing.assert_allclose(gradient.numpy().ravel()[position], numerical, rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(
+                gradient.numpy().ravel()[position], numerical, rtol=1e-6, atol=1e-9
+            )
 
 
 @pytest.mark.parametrize(

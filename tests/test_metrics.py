@@ -97,9 +97,12 @@ def test_factor_vae_normalises_variances_and_prunes_collapsed_dims():
 
 def test_metrics_work_on_synthetic_images():
     shapes = SyntheticShapes(image_size=8)
+
     # The mean colour of the whole image mixes all factors: far from perfect,
     # but above chance for the beta-VAE metric.
-    mean_colour = lambda images: images.reshape(len(images), -1, 3).mean(axis=1)
+    def mean_colour(images):
+        return images.reshape(len(images), -1, 3).mean(axis=1)
+
     score = beta_vae_score(mean_colour, shapes, batch_size=16, num_train=200, num_eval=100)
     assert CHANCE + 0.1 < score["beta_vae_score"] < 0.98
 

@@ -22,8 +22,19 @@ PARTS = {
 
 def test_model_speed_writes_consistent_results(tmp_path):
     result = run_script(
-        "model_speed.py", "--presets", "tiny", "--image-size", "4", "--batch", "2",
-        "--repeats", "1", "--sample-images", "2", "--profile-runs", "1",
+        "model_speed.py",
+        "--presets",
+        "tiny",
+        "--image-size",
+        "4",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--sample-images",
+        "2",
+        "--profile-runs",
+        "1",
         output=tmp_path / "model_speed.json",
     )
     (row,) = result["results"]
@@ -46,6 +57,10 @@ def test_model_speed_writes_consistent_results(tmp_path):
         if part.startswith("SDN"):
             assert sdn[part]["ms"] > 0 and sdn[part]["ops"] > 0
             assert baseline[part] == {"ms": 0, "ops": 0}
-    for part in ("IAF networks", "other convolutions", "likelihood",
-                 "update: optimizer, skipping, EMA, metrics"):
+    for part in (
+        "IAF networks",
+        "other convolutions",
+        "likelihood",
+        "update: optimizer, skipping, EMA, metrics",
+    ):
         assert sdn[part]["ms"] > 0 and baseline[part]["ms"] > 0

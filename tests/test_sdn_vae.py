@@ -292,7 +292,9 @@ def test_every_convolution_is_weight_normalised_but_not_the_sweeps():
     plain = [
         layer
         for layer in model._flatten_layers()
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense))
+        if isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense)
+        )
         and not any(layer is inner for inner in wrapped)
     ]
     assert not plain

@@ -80,7 +80,12 @@ def test_get_config_round_trips_every_argument(layer_class):
 
 @pytest.mark.parametrize(
     "directions, expected",
-    [(1, ("up",)), (3, ("up", "left", "right")), ("down", ("down",)), (("left", "up"), ("left", "up"))],
+    [
+        (1, ("up",)),
+        (3, ("up", "left", "right")),
+        ("down", ("down",)),
+        (("left", "up"), ("left", "up")),
+    ],
 )
 def test_directions_forms(directions, expected):
     assert SpatialDependency(2, directions=directions).directions == expected
@@ -167,8 +172,13 @@ def test_jit_compiled_forward_and_gradient_match_graph():
 @pytest.mark.parametrize("weight_normalization", [False, True])
 @pytest.mark.parametrize("layer_class", LAYERS)
 def test_mixed_float16_policy(layer_class, weight_normalization):
-    layer = layer_class(4, num_features=8, directions=2, dtype="mixed_float16",
-                        weight_normalization=weight_normalization)
+    layer = layer_class(
+        4,
+        num_features=8,
+        directions=2,
+        dtype="mixed_float16",
+        weight_normalization=weight_normalization,
+    )
     x = tf.constant(images((2, 6, 6, 3)))
     with tf.GradientTape() as tape:
         out = layer(x)
@@ -184,13 +194,21 @@ def test_mixed_float16_policy(layer_class, weight_normalization):
 def sdn_parameter_count(inputs, filters, features, directions, kernel_size, use_bias=True):
     """NOTES.md: project-in k*k*C*F (+F), 12F^2 (+6F) per direction, F*filters (+filters)."""
     biases = (features + 6 * features * directions + filters) if use_bias else 0
-    return kernel_size**2 * inputs * features + 12 * features**2 * directions + features * filters + biases
+    return (
+        kernel_size**2 * inputs * features
+        + 12 * features**2 * directions
+        + features * filters
+        + biases
+    )
 
 
-@pytest.mark.parametrize("directions, kernel_size, use_bias", [(1, 1, True), (2, 3, True), (4, 1, False)])
+@pytest.mark.parametrize(
+    "directions, kernel_size, use_bias", [(1, 1, True), (2, 3, True), (4, 1, False)]
+)
 def test_parameter_count_formula(directions, kernel_size, use_bias):
-    layer = SpatialDependency(9, num_features=7, directions=directions, kernel_size=kernel_size,
-                              use_bias=use_bias)
+    layer = SpatialDependency(
+        9, num_features=7, directions=directions, kernel_size=kernel_size, use_bias=use_bias
+    )
     layer.build((None, None, None, 5))
     assert layer.count_params() == sdn_parameter_count(5, 9, 7, directions, kernel_size, use_bias)
 
@@ -199,8 +217,14 @@ def test_parameter_count_formula(directions, kernel_size, use_bias):
 @pytest.mark.parametrize("layer_class", LAYERS)
 def test_weight_normalization_keeps_the_initial_outputs(layer_class, upsample):
     """g starts at ||v||: with the same weights, the outputs equal the plain layer's."""
-    normalized = layer_class(5, num_features=6, directions=2, upsample=upsample,
-                             bias_initializer="random_normal", weight_normalization=True)
+    normalized = layer_class(
+        5,
+        num_features=6,
+        directions=2,
+        upsample=upsample,
+        bias_initializer="random_normal",
+        weight_normalization=True,
+    )
     plain = layer_class(5, num_features=6, directions=2, upsample=upsample)
     x = images((2, 4, 5, 3))
     outputs = normalized(x)
@@ -268,8 +292,9 @@ def test_export_loads_without_keras_sdn(tmp_path, weight_normalization):
     options = dict(weight_normalization=weight_normalization)
     inputs = keras.Input((None, None, 3))
     hidden = ResidualSpatialDependency(4, num_features=5, directions=2, **options)(inputs)
-    outputs = SpatialDependency(2, num_features=3, directions=["left"], upsample=2,
-                                **options)(hidden)
+    outputs = SpatialDependency(2, num_features=3, directions=["left"], upsample=2, **options)(
+        hidden
+    )
     model = keras.Model(inputs, outputs)
     x = images((2, 3, 5, 3))
     export_dir = str(tmp_path / "exported")
@@ -277,8 +302,14 @@ def test_export_loads_without_keras_sdn(tmp_path, weight_normalization):
     np.save(tmp_path / "x.npy", x)
 
     result = subprocess.run(
-        [sys.executable, "-c", EXPORT_CHECK, export_dir, str(tmp_path / "x.npy"),
-         str(tmp_path / "y.npy")],
+        [
+            sys.executable,
+            "-c",
+            EXPORT_CHECK,
+            export_dir,
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
         capture_output=True,
         text=True,
         cwd=str(tmp_path),

@@ -145,11 +145,11 @@ def pixel_dependencies(layer, height, width, seed):
 
 def test_one_direction_dependency_cone():
     """With 1x1 projections and the top-to-bottom sweep, output (i, j) depends
-    on input (k, l) iff k <= i and |l - j| <= i - k."""
+    on input (r, c) iff r <= i and |c - j| <= i - r."""
     layer = SpatialDependency(2, num_features=3, directions=["down"])
     depends = pixel_dependencies(layer, 5, 7, seed=6)
-    for i, j, k, l in np.ndindex(5, 7, 5, 7):
-        assert depends[i, j, k, l] == (k <= i and abs(l - j) <= i - k), (i, j, k, l)
+    for i, j, r, c in np.ndindex(5, 7, 5, 7):
+        assert depends[i, j, r, c] == (r <= i and abs(c - j) <= i - r), (i, j, r, c)
 
 
 def test_four_directions_connect_every_pixel():

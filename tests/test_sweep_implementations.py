@@ -24,8 +24,11 @@ def implementation(request, monkeypatch):
 
 def random_weights(count, seed):
     rng = np.random.default_rng(seed)
-    shapes = [(count, FEATURES, 3 * FEATURES), (count, 3 * FEATURES, 3 * FEATURES),
-              (count, 2, 3 * FEATURES)]
+    shapes = [
+        (count, FEATURES, 3 * FEATURES),
+        (count, 3 * FEATURES, 3 * FEATURES),
+        (count, 2, 3 * FEATURES),
+    ]
     return [rng.normal(scale=0.5, size=shape) for shape in shapes]
 
 
@@ -108,8 +111,10 @@ def test_unknown_batch_size_matches_reference(implementation, batch):
     for index in [(0, 0, 0, 0), (batch - 1, 3, 4, 2), (batch - 1, 1, 2, 1)]:
         step = np.zeros_like(images)
         step[index] = 1e-6
-        loss = [np.sum(reference_sweeps(images + sign * step, weights, directions) ** 2)
-                for sign in (1, -1)]
+        loss = [
+            np.sum(reference_sweeps(images + sign * step, weights, directions) ** 2)
+            for sign in (1, -1)
+        ]
         assert gradient[index] == pytest.approx((loss[0] - loss[1]) / 2e-6, rel=1e-3, abs=1e-4)
 
 

@@ -82,8 +82,9 @@ def reference_sweep(lines, kernel, recurrent_kernel, bias, backwards):
     corrected = np.zeros_like(lines)
     previous = np.zeros_like(lines[0])
     for line in sweep._line_order(len(lines), backwards):
-        corrected[line] = previous = line_step(previous, lines[line], kernel, recurrent_kernel,
-                                               bias)
+        corrected[line] = previous = line_step(
+            previous, lines[line], kernel, recurrent_kernel, bias
+        )
     return corrected
 
 
@@ -97,8 +98,9 @@ def numerical_gradient(function, value):
     return gradient
 
 
-def numerical_gate_coeffs(x, reset_preactivation, update_preactivation, x_proposal,
-                          recurrent_proposal):
+def numerical_gate_coeffs(
+    x, reset_preactivation, update_preactivation, x_proposal, recurrent_proposal
+):
     """The derivatives of `gated_update`'s output by the pre-activations of r, z and n.
 
     The output is elementwise in the pre-activations, so one central
@@ -176,8 +178,10 @@ def test_scan_step_matches_one_line_reference(length):
     filters = weights[1].reshape(3, FEATURES, 3 * FEATURES)
     proposal_bias = weights[2][1, 2 * FEATURES :]
     corrected, r, z, n = sweep._scan_step(
-        *(constant(value) for value in (previous, x, x_reset, x_update, x_proposal, filters,
-                                        proposal_bias))
+        *(
+            constant(value)
+            for value in (previous, x, x_reset, x_update, x_proposal, filters, proposal_bias)
+        )
     )
     expected = gated_update(x, *preactivations(previous, x, *weights))
     for actual, wanted in zip((corrected, r, z, n), expected):
@@ -192,8 +196,9 @@ def test_unrolled_line_matches_one_line_reference(length, first):
     if first:
         previous = np.zeros_like(previous)
     kernel, recurrent_kernel, bias = (problem[n] for n in ("kernel", "recurrent_kernel", "bias"))
-    x_reset, x_update, x_proposal, _ = preactivations(np.zeros_like(previous), x, kernel,
-                                                      recurrent_kernel, bias)
+    x_reset, x_update, x_proposal, _ = preactivations(
+        np.zeros_like(previous), x, kernel, recurrent_kernel, bias
+    )
     proposal_bias = bias[1, 2 * FEATURES :]
     products = sweep._NeighbourhoodProducts(
         constant(problem["lines"]), constant(recurrent_kernel.reshape(3, FEATURES, -1))
@@ -329,8 +334,11 @@ def test_scanned_input_gradients_match_finite_differences():
     np.testing.assert_allclose(
         d_lines.numpy(), np.stack([line["line"] for line in expected]), **TOLERANCE
     )
-    for actual, name in [(d_kernel, "kernel"), (d_recurrent_kernel, "recurrent_kernel"),
-                         (d_bias, "bias")]:
+    for actual, name in [
+        (d_kernel, "kernel"),
+        (d_recurrent_kernel, "recurrent_kernel"),
+        (d_bias, "bias"),
+    ]:
         total = sum(line[name] for line in expected)
         np.testing.assert_allclose(actual.numpy(), total, **TOLERANCE)
 
@@ -368,9 +376,7 @@ def test_unrolled_line_gradient_matches_finite_differences(first):
     if first:  # no previous line: nothing flows back, the neighbourhood weights get nothing
         assert to_previous is None and d_recurrent_kernel is None
     else:
-        np.testing.assert_allclose(
-            to_previous.numpy(), as_rows(expected["previous"]), **TOLERANCE
-        )
+        np.testing.assert_allclose(to_previous.numpy(), as_rows(expected["previous"]), **TOLERANCE)
         np.testing.assert_allclose(
             d_recurrent_kernel.numpy(), expected["recurrent_kernel"], **TOLERANCE
         )
@@ -378,8 +384,12 @@ def test_unrolled_line_gradient_matches_finite_differences(first):
 
 def test_sum_of_shares():
     rng = np.random.default_rng(13)
-    shapes = [(FEATURES, 3 * FEATURES), (3 * FEATURES, 3 * FEATURES), (3 * FEATURES,),
-              (3 * FEATURES,)]
+    shapes = [
+        (FEATURES, 3 * FEATURES),
+        (3 * FEATURES, 3 * FEATURES),
+        (3 * FEATURES,),
+        (3 * FEATURES,),
+    ]
     shares = [[rng.normal(size=shape) for shape in shapes] for _ in range(3)]
     shares[0][1] = None  # the first line's
     recurrent_kernel = constant(np.ones(shapes[1]))
@@ -393,8 +403,10 @@ def test_sum_of_shares():
         d_bias.numpy(), [sum(share[2] for share in shares), sum(share[3] for share in shares)]
     )
     # A single line has no previous line: a zero neighbourhood gradient.
-    single = sweep._sum_of_shares([[constant(shares[0][0]), None, constant(shares[0][2]),
-                                    constant(shares[0][3])]], recurrent_kernel)[1]
+    single = sweep._sum_of_shares(
+        [[constant(shares[0][0]), None, constant(shares[0][2]), constant(shares[0][3])]],
+        recurrent_kernel,
+    )[1]
     np.testing.assert_array_equal(single.numpy(), np.zeros(shapes[1]))
 
 

@@ -22,7 +22,11 @@ def held_out_images(num_bits):
     from keras_sdn.data import load_images
 
     images = load_images(
-        split="test", batch_size=EVAL_IMAGES, num_bits=num_bits, shuffle=False, num_examples=EVAL_IMAGES
+        split="test",
+        batch_size=EVAL_IMAGES,
+        num_bits=num_bits,
+        shuffle=False,
+        num_examples=EVAL_IMAGES,
     )
     images = next(images.as_numpy_iterator()).astype(np.float64)
     return np.round(images * 255 / (2**num_bits - 1)).astype(np.uint8)
@@ -39,7 +43,9 @@ def test_example_writes_numbers_and_plots(tmp_path):
         "--eval-batches", "1", "--eval-images", str(EVAL_IMAGES), "--metric-points", "8",
         "--metric-batch-size", "2", "--variance-samples", "20", "--mig-samples", "20", "--verbose", "2",
     ]  # fmt: skip
-    completed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     report = json.loads((tmp_path / "results.json").read_text())
@@ -49,9 +55,13 @@ def test_example_writes_numbers_and_plots(tmp_path):
     for result in runs.values():
         for key in ("elbo", "reconstruction", "kl", "negative_elbo_bits_per_dim"):
             assert math.isfinite(result[key]), key
-        np.testing.assert_allclose(result["elbo"], -(result["reconstruction"] + result["kl"]), rtol=1e-4)
         np.testing.assert_allclose(
-            result["negative_elbo_bits_per_dim"], -result["elbo"] / (64 * 64 * 3 * math.log(2)), rtol=1e-6
+            result["elbo"], -(result["reconstruction"] + result["kl"]), rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            result["negative_elbo_bits_per_dim"],
+            -result["elbo"] / (64 * 64 * 3 * math.log(2)),
+            rtol=1e-6,
         )
         # 5-bit images: a 32-value likelihood can do no worse than ~5 bits by much.
         assert 0 < result["negative_elbo_bits_per_dim"] < 10
@@ -62,9 +72,10 @@ def test_example_writes_numbers_and_plots(tmp_path):
         assert result["num_collapsed_latents"] == sum(kl < 0.05 for kl in result["latent_kls"])
         # One curve point per epoch of --backup-every steps; the last one is the final model.
         assert [point["step"] for point in result["curve"]] == [2, 4]
-        assert result["curve"][-1]["reconstruction_mean_absolute_error"] == result[
-            "reconstruction_mean_absolute_error"
-        ]
+        assert (
+            result["curve"][-1]["reconstruction_mean_absolute_error"]
+            == result["reconstruction_mean_absolute_error"]
+        )
         for point in result["curve"]:
             assert 0 < point["negative_elbo_bits_per_dim"] < 10
     assert runs[("sdn", 1.0)]["parameters"] != runs[("conv", 1.0)]["parameters"]
@@ -86,7 +97,9 @@ def test_example_writes_numbers_and_plots(tmp_path):
                 top = TOP + 64 * row
                 np.testing.assert_array_equal(traversal[top : top + 64, LEFT:grid_left], shown[0])
             # Reconstructions: 8 held-out images (the first full row) above their reconstructions.
-            reconstruction = np.asarray(Image.open(tmp_path / f"reconstructions_{decoder}_beta{beta:g}.png"))
+            reconstruction = np.asarray(
+                Image.open(tmp_path / f"reconstructions_{decoder}_beta{beta:g}.png")
+            )
             assert reconstruction.shape == (TOP + 2 * 64 + BOTTOM, LEFT + 8 * 64 + RIGHT, 3)
             inputs = reconstruction[TOP : TOP + 64, LEFT : LEFT + 8 * 64]
             np.testing.assert_array_equal(inputs, np.concatenate(list(shown[:8]), axis=1))

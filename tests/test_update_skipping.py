@@ -292,7 +292,11 @@ def test_config_round_trip():
     assert type(copy) is UpdateSkipper
     assert copy.get_config() == skipper.get_config()
     assert (copy.factor, copy.max_norm, copy.warmup, copy.decay, copy.patience) == (
-        None, 400.0, 10, 0.9, None,
+        None,
+        400.0,
+        10,
+        0.9,
+        None,
     )
 
 
@@ -326,8 +330,14 @@ def test_two_replicas_decide_on_the_summed_gradients(tmp_path):
     # by both replicas; the other updates match one optimizer fed the sums.
     for name in ("adam", "loss_scale"):
         run = results[name]
-        assert run["applied"] == [[True, True], [False, False], [True, True], [True, True],
-                                  [False, False], [True, True]]
+        assert run["applied"] == [
+            [True, True],
+            [False, False],
+            [True, True],
+            [True, True],
+            [False, False],
+            [True, True],
+        ]
         assert run["skipped_updates"] == 2
         assert run["replicas_max_difference"] == 0.0
         assert run["reference_max_difference"] < 1e-6
@@ -358,17 +368,19 @@ def main(out):
         reference_variables = make_variables()
         reference = keras.optimizers.Adam(0.01)
 
+        # `step` is traced and called only in this iteration of the loop.
         @tf.function
         def step(per_replica_grads):
             return strategy.run(
-                lambda g: skipper.apply(optimizer, g, variables), args=(per_replica_grads,)
+                lambda g: skipper.apply(optimizer, g, variables),  # noqa: B023
+                args=(per_replica_grads,),
             )
 
         applied, scales = [], []
         for pair in pairs:
             scale = float(optimizer.scale_loss(1.0))
             per_replica = strategy.experimental_distribute_values_from_function(
-                lambda context, pair=pair: [
+                lambda context, pair=pair, scale=scale: [
                     tf.constant(g * scale) for g in pair[context.replica_id_in_sync_group]
                 ]
             )

@@ -74,8 +74,10 @@ def test_output_equals_unwrapped_layer_with_the_effective_kernel(name):
     plain = layer.layer.__class__.from_config(layer.layer.get_config())
     plain.build(input_shape)
     plain.set_weights(
-        [reference_kernel(layer.layer.kernel.numpy(), layer.g.numpy(), output_axis),
-         layer.layer.bias.numpy()]
+        [
+            reference_kernel(layer.layer.kernel.numpy(), layer.g.numpy(), output_axis),
+            layer.layer.bias.numpy(),
+        ]
     )
     x = random(input_shape, 5)
 
@@ -139,11 +141,15 @@ def test_normalize_kernel_and_kernel_norm_against_numpy(output_axis):
     g = np.abs(random((v.shape[output_axis],), 2)) + 0.1
 
     np.testing.assert_allclose(
-        normalize_kernel(v, g, output_axis).numpy(), reference_kernel(v, g, output_axis),
-        rtol=1e-5, atol=1e-7,
+        normalize_kernel(v, g, output_axis).numpy(),
+        reference_kernel(v, g, output_axis),
+        rtol=1e-5,
+        atol=1e-7,
     )
     np.testing.assert_allclose(
-        normalize_kernel(v, kernel_norm(v, output_axis), output_axis).numpy(), v, rtol=1e-5,
+        normalize_kernel(v, kernel_norm(v, output_axis), output_axis).numpy(),
+        v,
+        rtol=1e-5,
         atol=1e-7,
     )
 
@@ -168,19 +174,17 @@ def test_losses_of_the_wrapped_layer_are_kept():
 def test_stateless_call_uses_the_given_values_of_every_variable():
     layer = wrapped("conv2d")
     _, input_shape, output_axis = LAYERS["conv2d"]
-    values = {
-        id(w): random(w.shape, 20 + i) for i, w in enumerate(layer.trainable_variables)
-    }
+    values = {id(w): random(w.shape, 20 + i) for i, w in enumerate(layer.trainable_variables)}
     x = random(input_shape, 4)
     before = [w.numpy() for w in layer.trainable_variables]
-    outputs, _ = layer.stateless_call(
-        [values[id(w)] for w in layer.trainable_variables], [], x
-    )
+    outputs, _ = layer.stateless_call([values[id(w)] for w in layer.trainable_variables], [], x)
     plain = keras.layers.Conv2D(3, 3, padding="same")
     plain.build(input_shape)
     plain.set_weights(
-        [reference_kernel(values[id(layer.layer.kernel)], values[id(layer.g)], output_axis),
-         values[id(layer.layer.bias)]]
+        [
+            reference_kernel(values[id(layer.layer.kernel)], values[id(layer.g)], output_axis),
+            values[id(layer.layer.bias)],
+        ]
     )
 
     np.testing.assert_allclose(outputs.numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)

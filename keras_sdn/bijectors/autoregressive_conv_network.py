@@ -11,7 +11,6 @@ from keras_sdn._checks import check_number
 from keras_sdn.layers.weight_normalization import kernel_norm
 from keras_sdn.layers.weight_normalization import normalize_kernel
 
-
 # The autoregressive orders of the network (see `ordering`).
 ORDERINGS = ("raster", "channels")
 
@@ -147,7 +146,7 @@ class AutoregressiveConvNetwork(keras.layers.Layer):
 
     def call(self, z, context):
         hidden = z
-        for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+        for index, bias in enumerate(self.biases):
             hidden = ops.conv(hidden, self.masked_kernel(index), padding="same") + bias
             if index == 0:
                 hidden = hidden + ops.matmul(context, self.context_kernel)

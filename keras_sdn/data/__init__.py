@@ -14,3 +14,14 @@ from keras_sdn.data.images import quantize
 from keras_sdn.data.shapes3d import Shapes3D
 from keras_sdn.data.synthetic_shapes import SyntheticShapes
 from keras_sdn.data.tfds_sources import DatasetNotAvailableError
+
+__all__ = [
+    "GroundTruthData",
+    "DATASET_NAMES",
+    "directory_split",
+    "load_images",
+    "quantize",
+    "Shapes3D",
+    "SyntheticShapes",
+    "DatasetNotAvailableError",
+]

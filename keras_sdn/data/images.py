@@ -179,9 +179,7 @@ def load_images(
     elif name == "synthetic_shapes":
         images = _synthetic_images(split, image_size, num_examples, **order)
     else:
-        images = _tfds_images(
-            name, split, image_size, num_examples, data_dir, download, **order
-        )
+        images = _tfds_images(name, split, image_size, num_examples, data_dir, download, **order)
     if random_flip:
         images = _random_flips(images, seed)
     images = images.map(

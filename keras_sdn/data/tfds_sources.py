@@ -11,9 +11,7 @@ TfdsSource.__doc__ = """A TFDS dataset and the TFDS split behind each package sp
 # 3D Shapes has no held-out split: like the paper, "test" is the training data.
 TFDS_SOURCES = {
     "cifar10": TfdsSource("cifar10", {"train": "train", "test": "test"}),
-    "imagenet32": TfdsSource(
-        "imagenet_resized/32x32", {"train": "train", "test": "validation"}
-    ),
+    "imagenet32": TfdsSource("imagenet_resized/32x32", {"train": "train", "test": "validation"}),
     "celebahq256": TfdsSource(
         "celeb_a_hq/256", {"train": "train[:27000]", "test": "train[27000:]"}
     ),

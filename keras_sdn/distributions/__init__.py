@@ -2,3 +2,8 @@
 
 from keras_sdn.distributions.discretized_logistic_mixture import DiscretizedLogisticMixture
 from keras_sdn.distributions.gaussian import diagonal_gaussian
+
+__all__ = [
+    "DiscretizedLogisticMixture",
+    "diagonal_gaussian",
+]

@@ -211,18 +211,13 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         )
         earlier = [unit_values[..., c] for c in range(self._channels)]
         coupled_means = tf.stack(
-            [
-                self._coupled_mean(means, coefficients, earlier, c)
-                for c in range(self._channels)
-            ],
+            [self._coupled_mean(means, coefficients, earlier, c) for c in range(self._channels)],
             axis=-1,
         )
         components = tfd.Independent(
             self._quantized_logistic(coupled_means, scales), reinterpreted_batch_ndims=1
         )
-        mixture = tfd.Categorical(
-            logits=tf.broadcast_to(logits, tf.shape(coupled_means)[:-1])
-        )
+        mixture = tfd.Categorical(logits=tf.broadcast_to(logits, tf.shape(coupled_means)[:-1]))
         return tfd.MixtureSameFamily(mixture, components)
 
     def _log_prob(self, x):
@@ -249,9 +244,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         values, unit_values = [], []
         for c in range(self._channels):
             mean = self._coupled_mean(means, coefficients, unit_values, c)
-            value = self._quantized_logistic(mean, scales[..., c]).sample(
-                seed=channel_seeds[c]
-            )
+            value = self._quantized_logistic(mean, scales[..., c]).sample(seed=channel_seeds[c])
             values.append(value)
             unit_values.append(to_unit_range(value, self._num_bits))
         return tf.cast(tf.stack(values, axis=-1), tf.int32)

@@ -6,3 +6,12 @@ from keras_sdn.layers.sweep import DIRECTIONS
 from keras_sdn.layers.weight_normalization import WeightNormalization
 from keras_sdn.layers.weight_normalization import kernel_norm
 from keras_sdn.layers.weight_normalization import normalize_kernel
+
+__all__ = [
+    "ResidualSpatialDependency",
+    "SpatialDependency",
+    "DIRECTIONS",
+    "WeightNormalization",
+    "kernel_norm",
+    "normalize_kernel",
+]

@@ -158,7 +158,10 @@ class SpatialDependencyBase(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         check_image_input(type(self).__name__, input_shape)
         batch, height, width, _ = input_shape
-        scale = lambda size: None if size is None else size * self.upsample
+
+        def scale(size):
+            return None if size is None else size * self.upsample
+
         return (batch, scale(height), scale(width), self.filters)
 
     def get_config(self):

@@ -173,4 +173,3 @@ class SpatialDependency(SpatialDependencyBase):
             bias = tf.zeros((len(self.directions), 2, 3 * self.num_features), dtype)
         corrected = sweeps(corrected, kernel, recurrent_kernel, bias, self.directions)
         return self.activation(self.project_out(corrected))
-

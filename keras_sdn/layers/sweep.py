@@ -215,8 +215,9 @@ def _matmul(tensor, matrix):
 
 def _sum_of_outer_products(a, b):
     """`sum_p a[p]^T b[p]` over every position `p`: a weight gradient."""
-    flat = lambda tensor: tf.reshape(tensor, (-1, tensor.shape[-1]))
-    return tf.matmul(flat(a), flat(b), transpose_a=True)
+    a = tf.reshape(a, (-1, a.shape[-1]))
+    b = tf.reshape(b, (-1, b.shape[-1]))
+    return tf.matmul(a, b, transpose_a=True)
 
 
 def _sum_over_positions(tensor):
@@ -405,8 +406,9 @@ def _scanned_output_gradients(upstream, gate_coeffs, filters, backwards):
     return upstream + _previous_lines(to_previous, not backwards)
 
 
-def _scanned_input_gradients(lines, previous_lines, d_corrected, gate_coeffs, reset, update,
-                             kernel):
+def _scanned_input_gradients(
+    lines, previous_lines, d_corrected, gate_coeffs, reset, update, kernel
+):
     """A scanned sweep's gradients, each as one product over all lines and gates.
 
     Args:
@@ -486,8 +488,9 @@ class _Line(typing.NamedTuple):
     neighbourhood: tf.Tensor | None
 
 
-def _unrolled_line(x, x_reset, x_update, x_proposal, previous, products, product_bias,
-                   proposal_bias):
+def _unrolled_line(
+    x, x_reset, x_update, x_proposal, previous, products, product_bias, proposal_bias
+):
     """One line of the unrolled sweep, corrected from the previous corrected line.
 
     Args:
@@ -540,8 +543,14 @@ def _unrolled_forward(lines, kernel, bias, products, order):
         previous = None
         for line in order:
             corrected[line], reset, update, proposal, neighbourhood = _unrolled_line(
-                inputs[line], x_reset[line], x_update[line], x_proposal[line], previous,
-                products, product_bias, proposal_bias,
+                inputs[line],
+                x_reset[line],
+                x_update[line],
+                x_proposal[line],
+                previous,
+                products,
+                product_bias,
+                proposal_bias,
             )
             kept[line] = _Line(
                 inputs[line], x_proposal[line], reset, update, proposal, neighbourhood
@@ -615,8 +624,11 @@ def _unrolled_sweep_gradient(upstream, kept, order, kernel, recurrent_kernel, pr
                 # soon as the forward pass ends, and keep them all.
                 with tf.control_dependencies([] if d_output is None else [d_output]):
                     coeffs = _gate_coeffs(
-                        kept[line].x, kept[line].x_proposal, kept[line].reset,
-                        kept[line].update, kept[line].proposal,
+                        kept[line].x,
+                        kept[line].x_proposal,
+                        kept[line].reset,
+                        kept[line].update,
+                        kept[line].proposal,
                     )
                 d_output = d_outputs[line]
                 if from_next_line is not None:

@@ -151,8 +151,7 @@ class WeightNormalization(keras.layers.Wrapper):
         super().build(input_shape)
         direction = self.layer.kernel
         if not (
-            isinstance(direction, keras.Variable)
-            and keras.backend.is_float_dtype(direction.dtype)
+            isinstance(direction, keras.Variable) and keras.backend.is_float_dtype(direction.dtype)
         ):
             raise ValueError(
                 "WeightNormalization needs the wrapped layer's `kernel` to be a "

@@ -9,3 +9,10 @@ from keras_sdn.metrics.beta_vae import beta_vae_score
 from keras_sdn.metrics.factor_vae import factor_vae_score
 from keras_sdn.metrics.logistic_regression import LogisticRegression
 from keras_sdn.metrics.mig import mig_score
+
+__all__ = [
+    "beta_vae_score",
+    "factor_vae_score",
+    "LogisticRegression",
+    "mig_score",
+]

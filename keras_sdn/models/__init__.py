@@ -4,3 +4,10 @@ from keras_sdn.models.base_vae import BaseVAE
 from keras_sdn.models.beta_vae import BetaVAE
 from keras_sdn.models.presets import PRESETS
 from keras_sdn.models.sdn_vae import SDNVAE
+
+__all__ = [
+    "BaseVAE",
+    "BetaVAE",
+    "PRESETS",
+    "SDNVAE",
+]

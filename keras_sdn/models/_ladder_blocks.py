@@ -13,8 +13,13 @@ from keras_sdn.layers._base import clone_initializer
 
 
 def convolution(
-    filters, kernel_size, strides=1, transpose=False, weight_normalization=False,
-    kernel_initializer="glorot_uniform", **kwargs,
+    filters,
+    kernel_size,
+    strides=1,
+    transpose=False,
+    weight_normalization=False,
+    kernel_initializer="glorot_uniform",
+    **kwargs,
 ):
     """A "same"-padded `Conv2D` (or `Conv2DTranspose`), weight-normalised if asked.
 
@@ -147,7 +152,10 @@ class LadderBlock(keras.layers.Layer):
                 dtype=self.dtype_policy,
             )
             self.down_in = ResidualSpatialDependency(
-                sum(self._down_split), directions=directions_in, kernel_size=3, name="down_in",
+                sum(self._down_split),
+                directions=directions_in,
+                kernel_size=3,
+                name="down_in",
                 **sdn,
             )
             self.down_out = ResidualSpatialDependency(

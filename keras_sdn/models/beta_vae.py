@@ -265,8 +265,7 @@ class BetaVAE(BaseVAE):
             zeros = ops.zeros_like(params[..., :1])
             couplings = self.channels * (self.channels - 1) // 2
             params = ops.concatenate(
-                [zeros, params, ops.zeros_like(params) + self.log_scale]
-                + [zeros] * couplings,
+                [zeros, params, ops.zeros_like(params) + self.log_scale] + [zeros] * couplings,
                 axis=-1,
             )
         return DiscretizedLogisticMixture(

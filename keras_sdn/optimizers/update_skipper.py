@@ -113,9 +113,7 @@ class UpdateSkipper(keras.layers.Layer):
     ```
     """
 
-    def __init__(
-        self, factor=10.0, max_norm=None, warmup=100, decay=0.99, patience=50, **kwargs
-    ):
+    def __init__(self, factor=10.0, max_norm=None, warmup=100, decay=0.99, patience=50, **kwargs):
         require_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
         if factor is not None:
@@ -212,7 +210,12 @@ class UpdateSkipper(keras.layers.Layer):
             applied = ops.logical_and(applied, norm <= self.max_norm)
 
         self._apply_or_skip(
-            context, optimizer, applied, ops.logical_not(finite), grads, summed_grads,
+            context,
+            optimizer,
+            applied,
+            ops.logical_not(finite),
+            grads,
+            summed_grads,
             trainable_variables,
         )
         self._record(applied, norm, log_norm)
@@ -242,7 +245,10 @@ class UpdateSkipper(keras.layers.Layer):
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
             branch(
                 lambda fn, grads: fn(grads, trainable_variables),
-                applied, non_finite, grads, summed_grads,
+                applied,
+                non_finite,
+                grads,
+                summed_grads,
             )
             return
 
