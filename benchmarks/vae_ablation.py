@@ -83,7 +83,7 @@ def main(argv=None):
         variant = copy.deepcopy(args)
         undo(variant)
         keras.backend.clear_session()
-        results = train_curves(variant, args.steps, args.steps)
+        results, _ = train_curves(variant, args.steps, args.steps)
         row = {"variant": name, "undone": undone}
         for model, result in results.items():
             row[f"{model} test bpd"] = result["curve"][-1]["test_bpd"]

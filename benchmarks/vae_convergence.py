@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,6 +32,9 @@ from keras_sdn.data import load_images  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
 
 MODELS = ("sdn", "baseline")
+FIDELITY_SAMPLES = 64
+FIDELITY_TEMPERATURES = (1.0, 0.8, 0.6)
+FIDELITY_NEAR = 10.0
 
 
 def add_recipe_arguments(parser):
@@ -64,6 +68,12 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument(
+        "--fidelity-examples",
+        type=int,
+        default=10000,
+        help="Training images the final samples are compared with (0: no comparison).",
+    )
     parser.add_argument("--output", default="benchmarks/vae_convergence.json")
     parser.add_argument("--plot", default="benchmarks/vae_convergence.png")
     return parser.parse_args(argv)
@@ -141,7 +151,7 @@ class Run:
 
 
 def train_curves(args, steps, eval_every, models=MODELS):
-    """Trains `models` in turns; returns `{name: {"curve": [...], ...}}`."""
+    """Trains `models` in turns; returns `{name: {"curve": [...], ...}}` and the models."""
     runs = []
     for name in models:
         model = build_model(args, use_sdn=name == "sdn")
@@ -156,7 +166,7 @@ def train_curves(args, steps, eval_every, models=MODELS):
                 f"test {point['test_bpd']:.3f} bits/dim",
                 flush=True,
             )
-    return {
+    results = {
         run.name: {
             "curve": run.curve,
             "skipped_updates": run.skipped,
@@ -164,6 +174,47 @@ def train_curves(args, steps, eval_every, models=MODELS):
         }
         for run in runs
     }
+    return results, {run.name: run.model for run in runs}
+
+
+def nearest_distances(images, references):
+    """For each image, the mean absolute pixel difference to its nearest reference image."""
+    references = references.reshape(len(references), -1).astype(np.float32)
+    return np.array(
+        [np.abs(references - image).mean(axis=1).min() for image in images.reshape(len(images), -1)]
+    )
+
+
+def sample_fidelity(args, results, models):
+    """How far samples are from the training scenes, against test images (the floor).
+
+    For `FIDELITY_SAMPLES` samples at each of `FIDELITY_TEMPERATURES` (the
+    decoder's most likely image given the latents, as `sample` gives it):
+    the median distance to the nearest of `--fidelity-examples` training
+    images and the share of samples within `FIDELITY_NEAR` of one (pixel
+    units: 0-255 for 8 bits). Held-out test images give the floor.
+    """
+    common = dict(name=args.dataset, image_size=args.image_size, shuffle=False, seed=args.seed)
+    train = load_images(
+        split="train", batch_size=1000, num_examples=args.fidelity_examples, **common
+    )
+    references = np.concatenate([batch.numpy() for batch in train])
+
+    def summary(images):
+        distances = nearest_distances(images, references)
+        return {
+            "median_distance": round(float(np.median(distances)), 2),
+            "share_near": round(float(np.mean(distances < FIDELITY_NEAR)), 3),
+        }
+
+    test = load_images(split="test", batch_size=FIDELITY_SAMPLES, **common)
+    fidelity = {"test images": summary(next(iter(test)).numpy())}
+    for name, model in models.items():
+        results[name]["samples"] = {
+            str(temperature): summary(model.sample(FIDELITY_SAMPLES, temperature).numpy())
+            for temperature in FIDELITY_TEMPERATURES
+        }
+    return fidelity
 
 
 def plot_curves(results, path, title):
@@ -189,10 +240,13 @@ def plot_curves(results, path, title):
 
 def main(argv=None):
     args = parse_args(argv)
-    results = train_curves(args, args.steps, args.eval_every, args.models)
+    results, models = train_curves(args, args.steps, args.eval_every, args.models)
     settings = {key: value for key, value in vars(args).items() if key not in ("output", "plot")}
+    output = {"settings": settings, "models": results}
+    if args.fidelity_examples:
+        output["sample_fidelity_floor"] = sample_fidelity(args, results, models)
     with open(args.output, "w") as file:
-        json.dump({"settings": settings, "models": results}, file, indent=2)
+        json.dump(output, file, indent=2)
     title = (
         f"{args.preset} preset, {args.dataset} {args.image_size}x{args.image_size}, "
         f"batch {args.batch_size}"
@@ -201,6 +255,19 @@ def main(argv=None):
     print(f"\n{'step':>6} " + " ".join(f"{name + ' bpd':>14}" for name in results))
     for points in zip(*(result["curve"] for result in results.values())):
         print(f"{points[0]['step']:>6} " + " ".join(f"{p['test_bpd']:>14.3f}" for p in points))
+    if args.fidelity_examples:
+        print(
+            "\nsamples: median distance to the nearest training image (share within "
+            f"{FIDELITY_NEAR:g}); test images: {output['sample_fidelity_floor']['test images']}"
+        )
+        for name, result in results.items():
+            print(
+                f"{name:>8} "
+                + "  ".join(
+                    f"T={t}: {v['median_distance']} ({v['share_near']})"
+                    for t, v in result["samples"].items()
+                )
+            )
     print(f"Wrote {args.output} and {args.plot}")
 
 

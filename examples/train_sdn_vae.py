@@ -111,7 +111,7 @@ def parse_args(argv=None):
         default=None,
         help="Square image side to resize to (default: 16 for tiny, else the preset's).",
     )
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(

@@ -29,13 +29,14 @@ def export_for_serving(model, path, overwrite=False, input_signature=None, max_c
 
     For a `keras_sdn.models.SDNVAE` or `keras_sdn.models.BetaVAE` (any
     `keras_sdn.models.BaseVAE`), the signatures call the model's own
-    `bits_per_dim`, `reconstruct`, `encode` and `sample`:
+    `elbo_and_reconstruction`, `bits_per_dim`, `encode` and `sample`:
 
     - `serving_default`: `images` (uint8, `(batch,) + image_shape`, values in
       `[0, 2**num_bits - 1]`) -> `bits_per_dim` (float32 `(batch,)`, the
       one-sample negative ELBO of each image in bits per dimension) and
       `reconstruction` (uint8, like `images`: the decoder's most likely image
-      for a latent code of the image).
+      for a latent code of the image; SDNVAE: for the posterior sample whose
+      ELBO is given).
     - `encode`: `images` -> the latent code, the model's `encode(images)`.
       BetaVAE: `latent_means` (float32 `(batch, latent_dim)`, the posterior
       means). SDNVAE: `latents_0` ... `latents_{L-1}`: every stochastic
@@ -349,11 +350,8 @@ def _vae_endpoints(model, max_count):
         return _checked_images(images, image_shape, model.num_bits, max_count)
 
     def serve(images):
-        images = checked(images)
-        return {
-            "bits_per_dim": model.bits_per_dim(model(images)["elbo"]),
-            "reconstruction": model.reconstruct(images),
-        }
+        elbo, reconstruction = model.elbo_and_reconstruction(checked(images))
+        return {"bits_per_dim": model.bits_per_dim(elbo), "reconstruction": reconstruction}
 
     def encode(images):
         code = model.encode(checked(images))

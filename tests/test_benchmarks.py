@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,6 +105,8 @@ def test_vae_convergence_records_a_curve_and_plots_it(tmp_path):
         "4",
         "--test-examples",
         "8",
+        "--fidelity-examples",
+        "16",
         "--plot",
         str(plot),
         output=tmp_path / "curve.json",
@@ -113,6 +116,35 @@ def test_vae_convergence_records_a_curve_and_plots_it(tmp_path):
     assert curve[0]["seconds"] <= curve[1]["seconds"]
     assert all(0 < point["test_bpd"] < 16 for point in curve)
     assert result["settings"]["steps"] == 4 and plot.stat().st_size > 0
+    fidelity = [result["sample_fidelity_floor"]["test images"]]
+    fidelity += result["models"]["baseline"]["samples"].values()
+    assert list(result["models"]["baseline"]["samples"]) == ["1.0", "0.8", "0.6"]
+    for summary in fidelity:
+        assert 0 <= summary["median_distance"] <= 255 and 0 <= summary["share_near"] <= 1
+
+
+def test_nearest_distances_against_pixel_loops():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import vae_convergence
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 2, 2, 3), dtype=np.uint8)
+    references = rng.integers(0, 256, (5, 2, 2, 3), dtype=np.uint8)
+    references[4] = images[1]  # an exact match
+    expected = []
+    for image in images:
+        distances = []
+        for reference in references:
+            total = 0.0
+            for index in np.ndindex(image.shape):
+                total += abs(float(image[index]) - float(reference[index]))
+            distances.append(total / image.size)
+        expected.append(min(distances))
+    actual = vae_convergence.nearest_distances(images, references)
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)
+    assert actual[1] == 0
 
 
 def test_vae_ablation_undoes_the_objective_scale_as_the_old_objective():

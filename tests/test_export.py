@@ -259,8 +259,8 @@ def test_sdn_vae_signatures_match_the_python_model(served):
     images = served.inputs[("sdn_vae", "serve")]["images"]
     # The SavedModel holds the random seeds' state at export: calling the
     # Python model in the same order draws the same latents.
-    expected_bits = model.bits_per_dim(model(images)["elbo"])
-    expected_reconstruction = model.reconstruct(images)
+    expected_elbo, expected_reconstruction = model.elbo_and_reconstruction(images)
+    expected_bits = model.bits_per_dim(expected_elbo)
     expected_latents = model.encode(images)
     expected_samples = model.sample(3, temperature=0.7)
 

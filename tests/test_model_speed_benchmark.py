@@ -26,7 +26,7 @@ def test_model_speed_writes_consistent_results(tmp_path):
         "--presets",
         "tiny",
         "--image-size",
-        "4",
+        "8",
         "--batch",
         "2",
         "--repeats",
@@ -38,7 +38,7 @@ def test_model_speed_writes_consistent_results(tmp_path):
         output=tmp_path / "model_speed.json",
     )
     (row,) = result["results"]
-    assert (row["preset"], row["image_shape"], row["batch"]) == ("tiny", [4, 4, 3], 2)
+    assert (row["preset"], row["image_shape"], row["batch"]) == ("tiny", [8, 8, 3], 2)
     for model in ("sdn", "baseline"):
         assert row[f"{model} step ms"] > 0
         assert row[f"{model} sample images/s"] > 0

@@ -419,3 +419,40 @@ def test_mixed_precision_training(images):
         assert elbo.dtype == tf.float32 and np.all(np.isfinite(elbo))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_elbo_and_reconstruction_is_one_pass_of_call_and_reconstruct():
+    """Both come from one posterior sample: with the latent noise replayed,
+    they equal `model(images)["elbo"]` and `reconstruct(images)`."""
+    model = SDNVAE(
+        image_shape=(8, 8, 3),
+        hidden_channels=8,
+        latent_channels=2,
+        num_layers=2,
+        downsample_at=(1,),
+        num_mixtures=2,
+        sdn_features=4,
+        iaf_hidden_channels=8,
+        context_channels=8,
+        seed=3,
+    )
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    model(images)
+    states = [
+        layer.seed_generator.state
+        for layer in model._flatten_layers()
+        if hasattr(layer, "seed_generator")
+    ]
+    initial = [state.numpy() for state in states]
+
+    def replayed(function):
+        for state, value in zip(states, initial):
+            state.assign(value)
+        return function(images)
+
+    elbo, reconstruction = replayed(model.elbo_and_reconstruction)
+    np.testing.assert_allclose(elbo, replayed(model)["elbo"], rtol=1e-5)
+    np.testing.assert_array_equal(reconstruction, replayed(model.reconstruct))
+    assert reconstruction.dtype == tf.uint8 and reconstruction.shape == images.shape
+    # Another sample of the latents gives another ELBO.
+    assert not np.allclose(model.elbo_and_reconstruction(images)[0], elbo)

@@ -8,10 +8,10 @@ from test_benchmarks import run_script
 
 def test_serving_speed_measures_every_signature(tmp_path):
     result = run_script(
-        "serving_speed.py", "--preset", "tiny", "--model", "conv", "--image-size", "4",
+        "serving_speed.py", "--preset", "tiny", "--model", "conv", "--image-size", "8",
         "--batch", "1", "--count", "2", "--repeats", "2", output=tmp_path / "serving.json",
     )  # fmt: skip
-    assert (result["preset"], result["model"], result["image_shape"]) == ("tiny", "conv", [4, 4, 3])
+    assert (result["preset"], result["model"], result["image_shape"]) == ("tiny", "conv", [8, 8, 3])
     assert 0 < result["export_cpu_s"] and 0 < result["export_s"]
     assert sorted(result["signatures"]) == ["encode", "sample", "serving_default"]
     for row in result["signatures"].values():

@@ -69,6 +69,15 @@ class BaseVAE(keras.Model):
         """
         return -ops.cast(log_likelihood, "float32") / (self.num_dimensions * math.log(2.0))
 
+    def elbo_and_reconstruction(self, images):
+        """The ELBO of `images` (nats per image) and their reconstructions (uint8).
+
+        What a served model answers for a batch of images (the export's
+        `serving_default`): `model(images)["elbo"]` and `reconstruct(images)`;
+        a model may compute both from one pass.
+        """
+        return self(images)["elbo"], self.reconstruct(images)
+
     def display_images(self, images):
         """Images of `num_bits` bits as uint8 NumPy images of the full range 0..255, for viewing.
 

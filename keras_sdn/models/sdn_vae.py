@@ -411,10 +411,15 @@ class SDNVAE(BaseVAE):
             params, channels=self.image_shape[-1], num_bits=self.num_bits, temperature=temperature
         )
 
-    def _elbo_terms(self, images):
-        """`(log p(x | z), [KL_l])` per image, one posterior sample, top layer first."""
+    def _posterior_pass(self, images):
+        """The decoder's output and `[KL_l]` (top layer first) for one posterior sample."""
         terms = self._encode_terms(images)
         params, _, kls = self._top_down(ops.shape(images)[0], posterior_terms=terms)
+        return params, kls
+
+    def _elbo_terms(self, images):
+        """`(log p(x | z), [KL_l])` per image, one posterior sample, top layer first."""
+        params, kls = self._posterior_pass(images)
         return self.observation_distribution(params).log_prob(images), kls
 
     def _elbo_terms_of(self, images, training):
@@ -586,11 +591,25 @@ class SDNVAE(BaseVAE):
         images = self._check_images(images)
 
         def reconstruct(images):
-            terms = self._encode_terms(images)
-            params, _, _ = self._top_down(ops.shape(images)[0], posterior_terms=terms)
-            return self._images_from(params)
+            return self._images_from(self._posterior_pass(images)[0])
 
         return self._compiled("reconstruct", reconstruct)(images)
+
+    def elbo_and_reconstruction(self, images):
+        """The ELBO (nats per image) and the reconstruction (uint8) of `images`.
+
+        Both from one posterior sample: the reconstruction is the most likely
+        image given the latents whose ELBO is returned (half the work of
+        `model(images)["elbo"]` and `reconstruct(images)`).
+        """
+        images = self._check_images(images)
+
+        def elbo_and_reconstruction(images):
+            params, kls = self._posterior_pass(images)
+            log_likelihood = self.observation_distribution(params).log_prob(images)
+            return log_likelihood - ops.sum(ops.stack(kls), axis=0), self._images_from(params)
+
+        return self._compiled("elbo_and_reconstruction", elbo_and_reconstruction)(images)
 
     def sample_around(self, image, fixed_layers, temperature=1.0, num_samples=8):
         """Samples sharing the top `fixed_layers` latents of `image` (paper, Figure 6).
