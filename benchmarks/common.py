@@ -1,6 +1,8 @@
 """What the benchmark scripts share: their arguments, the timed passes, the timing."""
 
 import argparse
+import json
+import os
 import time
 
 import numpy as np
@@ -60,3 +62,11 @@ def alternate_medians(functions, x, repeats):
         for index, function in enumerate(functions):
             times[index].append(run_once(function, x))
     return [float(np.median(t)) for t in times]
+
+
+def write_json(path, payload):
+    """Writes `payload` as JSON to `path` (creating its folder) and says so."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(payload, file, indent=1)
+    print(f"wrote {path}")

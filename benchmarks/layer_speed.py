@@ -21,7 +21,6 @@ Prints a table and writes it as JSON (`--output`).
 
 import argparse
 import itertools
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,6 +33,7 @@ from common import alternate_medians  # noqa: E402
 from common import arithmetic_ratio  # noqa: E402
 from common import compiled_passes  # noqa: E402
 from common import run_once  # noqa: E402
+from common import write_json  # noqa: E402
 from keras_sdn import SpatialDependency  # noqa: E402
 
 
@@ -134,10 +134,7 @@ def main():
         row = measure(size, features, directions, mode, args.batch, args.repeats)
         print_row(row)
         rows.append(row)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump({"args": vars(args), "rows": rows}, file, indent=1)
-    print(f"wrote {args.output}")
+    write_json(args.output, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ Prints tables and writes them as JSON (`--output`).
 
 import argparse
 import collections
-import json
 import os
 import re
 import time
@@ -43,6 +42,7 @@ import tensorflow as tf  # noqa: E402
 
 from common import alternate_medians  # noqa: E402
 from common import run_once  # noqa: E402
+from common import write_json  # noqa: E402
 from keras_sdn.layers import ResidualSpatialDependency  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
 from layer_profile import op_type  # noqa: E402
@@ -261,10 +261,7 @@ def main():
     for preset in args.presets:
         results.append(measure(preset, args))
         print_result(results[-1])
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump({"args": vars(args), "results": results}, file, indent=1)
-    print(f"wrote {args.output}")
+    write_json(args.output, {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -134,38 +134,7 @@ class LadderBlock(keras.layers.Layer):
         )
         # Nothing reads the bottom-up output of the top block.
         self.up_out = None if top else self._convolution(2 * hidden, 3, name="up_out")
-        if sdn_features is None:
-            self.down_in = self._convolution(sum(self._down_split), 3, name="down_in")
-            self.down_out = self._convolution(
-                2 * hidden,
-                4 if resample else 3,
-                strides=2 if resample else 1,
-                transpose=resample,
-                name="down_out",
-            )
-        else:
-            directions_in, directions_out = self.sdn_directions
-            sdn = dict(
-                num_features=sdn_features,
-                weight_normalization=weight_normalization,
-                kernel_initializer=clone_initializer(self.kernel_initializer),
-                dtype=self.dtype_policy,
-            )
-            self.down_in = ResidualSpatialDependency(
-                sum(self._down_split),
-                directions=directions_in,
-                kernel_size=3,
-                name="down_in",
-                **sdn,
-            )
-            self.down_out = ResidualSpatialDependency(
-                2 * hidden,
-                directions=directions_out,
-                kernel_size=4 if resample else 3,
-                upsample=2 if resample else 1,
-                name="down_out",
-                **sdn,
-            )
+        self.down_in, self.down_out = self._top_down_layers()
         # The flow and the densities are computed in float32 under mixed precision.
         self.iaf_network = AutoregressiveConvNetwork(
             latent,
@@ -177,6 +146,39 @@ class LadderBlock(keras.layers.Layer):
             dtype="float32",
         )
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+
+    def _top_down_layers(self):
+        """The top-down path's two layers: convolutions, or ResSDN layers with `sdn_features`."""
+        hidden, resample = self.hidden_channels, self.resample
+        if self.sdn_features is None:
+            down_in = self._convolution(sum(self._down_split), 3, name="down_in")
+            down_out = self._convolution(
+                2 * hidden,
+                4 if resample else 3,
+                strides=2 if resample else 1,
+                transpose=resample,
+                name="down_out",
+            )
+            return down_in, down_out
+        directions_in, directions_out = self.sdn_directions
+        sdn = dict(
+            num_features=self.sdn_features,
+            weight_normalization=self.weight_normalization,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=self.dtype_policy,
+        )
+        down_in = ResidualSpatialDependency(
+            sum(self._down_split), directions=directions_in, kernel_size=3, name="down_in", **sdn
+        )
+        down_out = ResidualSpatialDependency(
+            2 * hidden,
+            directions=directions_out,
+            kernel_size=4 if resample else 3,
+            upsample=2 if resample else 1,
+            name="down_out",
+            **sdn,
+        )
+        return down_in, down_out
 
     def _convolution(self, filters, kernel_size, strides=1, transpose=False, name=None):
         """A "same"-padded convolution (or transposed one), weight-normalised if asked."""
