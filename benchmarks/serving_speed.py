@@ -9,6 +9,8 @@ following ones. Requests: `serving_default` and `encode` with `--batch`
 black images, `sample` with `count=--count`, `temperature=0.8`.
 
     python benchmarks/serving_speed.py --preset tiny --output benchmarks/serving_speed.json
+    python benchmarks/serving_speed.py --preset tiny --unrolled \
+        --output benchmarks/serving_speed_unrolled.json      # compact_graph=False
 
 Times are wall-clock seconds (and the export's CPU seconds: the machine is
 shared, and tracing runs on one core).
@@ -40,6 +42,11 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=2, help="images per request")
     parser.add_argument("--count", type=int, default=4, help="`count` of the sample requests")
     parser.add_argument("--repeats", type=int, default=10, help="steady-state requests timed")
+    parser.add_argument(
+        "--unrolled",
+        action="store_true",
+        help="export with compact_graph=False (unrolled sweeps: faster steady requests)",
+    )
     parser.add_argument("--output", help="JSON file to write")
     parser.add_argument("--measure", nargs=2, metavar=("DIR", "SIGNATURE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -58,7 +65,7 @@ def export(args, directory):
         overrides["image_shape"] = (args.image_size, args.image_size, 3)
     model = SDNVAE.from_preset(args.preset, **overrides)
     wall, cpu = time.perf_counter(), time.process_time()
-    export_for_serving(model, directory)
+    export_for_serving(model, directory, compact_graph=not args.unrolled)
     return time.perf_counter() - wall, time.process_time() - cpu, model
 
 
@@ -117,6 +124,7 @@ def main(argv=None):
         "batch": args.batch,
         "count": args.count,
         "repeats": args.repeats,
+        "compact_graph": not args.unrolled,
         "export_s": export_wall,
         "export_cpu_s": export_cpu,
         "signatures": rows,

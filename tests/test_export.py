@@ -452,8 +452,13 @@ class SubclassedModel(keras.Model):
             dict(model=keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), max_count=0),
             "Expected `max_count` to be an int >= 1",
         ),
+        (
+            dict(model=keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
+                 compact_graph="yes"),
+            "Expected `compact_graph` to be",
+        ),
     ],
-)
+)  # fmt: skip
 def test_bad_arguments_raise(arguments, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         export_for_serving(path=tmp_path / "m", **arguments)
@@ -548,3 +553,30 @@ def test_no_warmup_file_for_inputs_of_unknown_size(tmp_path):
     serve = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
     (name,) = serve.structured_input_signature[1]
     assert serve(**{name: tf.zeros((2, 5, 2))})["output_0"].shape == (2, 5, 1)
+
+
+def graph_op_types(concrete_function):
+    """The op types of a concrete function's graph and of the functions it calls."""
+    graph = concrete_function.graph.as_graph_def()
+    nodes = list(graph.node)
+    for function in graph.library.function:
+        nodes.extend(function.node_def)
+    return {node.op for node in nodes}
+
+
+def test_compact_graph_saves_loops_and_unrolled_the_same_function(tmp_path):
+    model = generic_model()
+    pixels = np.float32(np.random.default_rng(2).normal(size=(2, 6, 6, 3)))
+    outputs, op_types = {}, {}
+    for compact_graph in (True, False):
+        directory = export_for_serving(
+            model, tmp_path / str(compact_graph), compact_graph=compact_graph
+        )
+        serve = tf.saved_model.load(directory).signatures["serving_default"]
+        outputs[compact_graph] = serve(pixels=tf.constant(pixels))["output_0"].numpy()
+        op_types[compact_graph] = graph_op_types(serve)
+    # 6x6 maps: unrolled unless the export keeps the sweeps as tf.scan loops.
+    assert {"While", "StatelessWhile"} & op_types[True]
+    assert not {"While", "StatelessWhile"} & op_types[False]
+    np.testing.assert_allclose(outputs[True], outputs[False], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs[True], model(pixels), rtol=1e-5, atol=1e-6)

@@ -134,7 +134,17 @@ def test_which_implementation_runs():
     record("too many lines", False, tf.TensorSpec((4, limit + 1, 5, 2)))
     record("unknown size", False, tf.TensorSpec((4, None, 5, 2)))
     record("xla", True, tf.TensorSpec((4, 5, 5, 2)))
-    assert traced == {"small": True, "too many lines": False, "unknown size": False, "xla": False}
+    with sweep.scanned_sweeps():
+        record("scanned", False, tf.TensorSpec((None, limit, 5, 2)))
+    record("after the context", False, tf.TensorSpec((None, 4, 5, 2)))
+    assert traced == {
+        "small": True,
+        "too many lines": False,
+        "unknown size": False,
+        "xla": False,
+        "scanned": False,
+        "after the context": True,
+    }
 
 
 def test_batch_halves_need_long_lines():

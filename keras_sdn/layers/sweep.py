@@ -78,18 +78,32 @@ _tracing = threading.local()
 
 
 @contextlib.contextmanager
+def _tracing_flag(name):
+    """Sets the thread's tracing flag `name` while the context is open."""
+    previous = getattr(_tracing, name, False)
+    setattr(_tracing, name, True)
+    try:
+        yield
+    finally:
+        setattr(_tracing, name, previous)
+
+
 def whole_batch():
     """Sweeps traced in this context do not split the batch (see `_sweep_in_halves`).
 
     For graphs that serve requests of any size, such as exported SavedModels
     (`keras_sdn.export`): half as many loops to trace, load and optimise.
     """
-    previous = getattr(_tracing, "whole_batch", False)
-    _tracing.whole_batch = True
-    try:
-        yield
-    finally:
-        _tracing.whole_batch = previous
+    return _tracing_flag("whole_batch")
+
+
+def scanned_sweeps():
+    """Sweeps traced in this context are `tf.scan` loops, never unrolled (see `_unrolled`).
+
+    A smaller graph, which loads and is optimised on its first call several
+    times sooner, for slower steps (`keras_sdn.export`'s `compact_graph`).
+    """
+    return _tracing_flag("scanned")
 
 
 def sweeps(inputs, kernels, recurrent_kernels, biases, directions):
@@ -196,6 +210,7 @@ def _unrolled(inputs, directions):
     return (
         None not in sizes + lengths
         and max(sizes) <= _MAX_UNROLLED_LINES
+        and not getattr(_tracing, "scanned", False)
         and not _compiling_with_xla()
     )
 
