@@ -376,10 +376,9 @@ def disentanglement(encode_fn, ground_truth, args):
     }
 
 
-def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, strategy):
-    keras.utils.set_random_seed(args.seed)
+def build_model(decoder, beta, args, image_shape, strategy):
+    """The compiled β-VAE of one run, built for `image_shape` images."""
     warmup = args.steps // 3 if args.beta_warmup_steps is None else args.beta_warmup_steps
-    name = f"{decoder}_beta{beta:g}"
     with strategy.scope():
         model = BetaVAE(
             latent_dim=args.latent_dim,
@@ -391,21 +390,26 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
             observation=args.observation,
             seed=args.seed,
         )
-        model.build((None,) + held_out.shape[1:])  # to restore a backup before training
+        model.build((None,) + image_shape)  # to restore a backup before training
         learning_rate = args.learning_rate
         if args.lr_decay == "cosine":
             learning_rate = keras.optimizers.schedules.CosineDecay(
                 learning_rate, decay_steps=args.steps, alpha=0.1
             )
         model.compile(optimizer=OPTIMIZERS[args.optimizer](learning_rate))
-    data = dict(name=args.dataset, num_bits=args.num_bits, data_dir=args.data_dir)
+    return model
+
+
+def train(model, name, held_out, args, output_dir):
+    """Trains `model` with backups every `--backup-every` steps; returns its held-out curve."""
     # --batch-size is the global batch, split over the strategy's replicas.
-    train = load_images(batch_size=args.batch_size, repeat=True, seed=args.seed, **data)
+    train_images = load_images(
+        batch_size=args.batch_size, repeat=True, seed=args.seed, **dataset_arguments(args)
+    )
     steps_per_epoch = min(args.backup_every, args.steps)
     curve = HeldOutCurve(held_out, args.num_bits, steps_per_epoch)
-    start = time.time()
     model.fit(
-        train,
+        train_images,
         epochs=args.steps // steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         validation_data=held_out_dataset(held_out),
@@ -413,11 +417,47 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
         verbose=args.verbose,
         callbacks=[BackupAndRestore(output_dir / f"backup_{name}"), curve],
     )
+    return curve
+
+
+def dataset_arguments(args):
+    return dict(name=args.dataset, num_bits=args.num_bits, data_dir=args.data_dir)
+
+
+def save_pictures(model, name, title, held_out, reconstructions, error, kls, output_dir):
+    """The reconstructions and the latent traversals of one run."""
+    shown = slice(0, NUM_RECONSTRUCTIONS)
+    save_reconstructions(
+        model,
+        held_out[shown],
+        reconstructions[shown],
+        output_dir / f"reconstructions_{name}.png",
+        f"{title}: held-out scenes and their most likely reconstructions\n"
+        f"mean absolute error {error:.1f} / 255",
+    )
+    save_traversals(
+        model,
+        held_out[0],
+        kls,
+        output_dir / f"traversals_{name}.png",
+        f"{title}: one latent at a time set to each value\n"
+        f"rows by the latent's mean KL [nats]; collapsed: KL < {COLLAPSED_KL}",
+    )
+
+
+def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, strategy):
+    keras.utils.set_random_seed(args.seed)
+    name = f"{decoder}_beta{beta:g}"
+    model = build_model(decoder, beta, args, held_out.shape[1:], strategy)
+    start = time.time()
+    curve = train(model, name, held_out, args, output_dir)
     train_seconds = time.time() - start
 
     start = time.time()
     # Training images, in another order than in training.
-    evaluation = load_images(batch_size=args.batch_size, repeat=True, seed=args.seed + 1, **data)
+    evaluation = load_images(
+        batch_size=args.batch_size, repeat=True, seed=args.seed + 1, **dataset_arguments(args)
+    )
     elbo = model.evaluate(evaluation.take(args.eval_batches), verbose=0, return_dict=True)
     scores = disentanglement(
         lambda images: np.asarray(model.encode(quantize(images, args.num_bits))),
@@ -429,23 +469,7 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
     kls = latent_kls(model, held_out)
     if is_chief(strategy):
         title = f"{decoder} decoder, β = {beta:g}"
-        shown = slice(0, NUM_RECONSTRUCTIONS)
-        save_reconstructions(
-            model,
-            held_out[shown],
-            reconstructions[shown],
-            output_dir / f"reconstructions_{name}.png",
-            f"{title}: held-out scenes and their most likely reconstructions\n"
-            f"mean absolute error {error:.1f} / 255",
-        )
-        save_traversals(
-            model,
-            held_out[0],
-            kls,
-            output_dir / f"traversals_{name}.png",
-            f"{title}: one latent at a time set to each value\n"
-            f"rows by the latent's mean KL [nats]; collapsed: KL < {COLLAPSED_KL}",
-        )
+        save_pictures(model, name, title, held_out, reconstructions, error, kls, output_dir)
     return {
         "decoder": decoder,
         "beta": beta,
