@@ -185,7 +185,7 @@ def nearest_distances(images, references):
     )
 
 
-def sample_fidelity(args, results, models):
+def sample_fidelity(args, models):
     """How far samples are from the training scenes, against test images (the floor).
 
     For `FIDELITY_SAMPLES` samples at each of `FIDELITY_TEMPERATURES` (the
@@ -193,6 +193,9 @@ def sample_fidelity(args, results, models):
     the median distance to the nearest of `--fidelity-examples` training
     images and the share of samples within `FIDELITY_NEAR` of one (pixel
     units: 0-255 for 8 bits). Held-out test images give the floor.
+
+    Returns:
+        The floor's summary, and `{model name: {temperature: summary}}`.
     """
     common = dict(name=args.dataset, image_size=args.image_size, shuffle=False, seed=args.seed)
     train = load_images(
@@ -208,13 +211,14 @@ def sample_fidelity(args, results, models):
         }
 
     test = load_images(split="test", batch_size=FIDELITY_SAMPLES, **common)
-    fidelity = {"test images": summary(next(iter(test)).numpy())}
-    for name, model in models.items():
-        results[name]["samples"] = {
+    samples = {
+        name: {
             str(temperature): summary(model.sample(FIDELITY_SAMPLES, temperature).numpy())
             for temperature in FIDELITY_TEMPERATURES
         }
-    return fidelity
+        for name, model in models.items()
+    }
+    return summary(next(iter(test)).numpy()), samples
 
 
 def plot_curves(results, path, title):
@@ -244,7 +248,10 @@ def main(argv=None):
     settings = {key: value for key, value in vars(args).items() if key not in ("output", "plot")}
     output = {"settings": settings, "models": results}
     if args.fidelity_examples:
-        output["sample_fidelity_floor"] = sample_fidelity(args, results, models)
+        floor, samples = sample_fidelity(args, models)
+        output["sample_fidelity_floor"] = {"test images": floor}
+        for name, summaries in samples.items():
+            results[name]["samples"] = summaries
     with open(args.output, "w") as file:
         json.dump(output, file, indent=2)
     title = (

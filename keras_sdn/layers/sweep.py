@@ -729,6 +729,8 @@ class _NeighbourhoodProducts:
         self.positions = lines.shape[2]
         self.size = (lines.shape[1] or tf.shape(lines)[1]) * self.positions
         self.weights = weights
+        # The taps stacked as one `(3F, 3F)` matrix, for `forward`'s one product.
+        self.stacked_weights = tf.reshape(weights, (-1, weights.shape[-1]))
         self.neighbours = self._rows([-1, 0, 1])
 
     def _rows(self, offsets, taps=1):
@@ -754,7 +756,7 @@ class _NeighbourhoodProducts:
 
     def forward(self, neighbourhood):
         """`(batch * A, 3F)`: the product of `neighbourhood`'s rows with the taps."""
-        return tf.matmul(neighbourhood, tf.reshape(self.weights, (-1, self.weights.shape[-1])))
+        return tf.matmul(neighbourhood, self.stacked_weights)
 
     def transposed(self):
         """The transposed product, a function of `(batch * A, 3F)` rows."""

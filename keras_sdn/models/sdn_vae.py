@@ -418,9 +418,12 @@ class SDNVAE(BaseVAE):
         return params, kls
 
     def _elbo_terms(self, images):
-        """`(log p(x | z), [KL_l])` per image, one posterior sample, top layer first."""
+        """`(log p(x | z), [KL_l], decoder output)` per image, one posterior sample.
+
+        The KLs are per stochastic layer, top layer first.
+        """
         params, kls = self._posterior_pass(images)
-        return self.observation_distribution(params).log_prob(images), kls
+        return self.observation_distribution(params).log_prob(images), kls, params
 
     def _elbo_terms_of(self, images, training):
         """`_elbo_terms` with the trained weights (`training`) or the averaged ones."""
@@ -428,8 +431,8 @@ class SDNVAE(BaseVAE):
             return self._elbo_terms(images)
 
     def call(self, images, training=False):
-        log_likelihood, kls = self._elbo_terms_of(images, training)
-        kl = ops.sum(ops.stack(kls), axis=0)
+        log_likelihood, kls, _ = self._elbo_terms_of(images, training)
+        kl = _total_kl(kls)
         return {"elbo": log_likelihood - kl, "kl": kl}
 
     # --------------------------------------------------------------- training
@@ -440,9 +443,9 @@ class SDNVAE(BaseVAE):
         return -ops.mean(log_likelihood) + floored_kl
 
     def _loss_and_metrics(self, images, training):
-        log_likelihood, kls = self._elbo_terms_of(images, training)
+        log_likelihood, kls, _ = self._elbo_terms_of(images, training)
         loss = self._objective(log_likelihood, kls)
-        kl = ops.sum(ops.stack(kls), axis=0)
+        kl = _total_kl(kls)
         elbo = log_likelihood - kl
         return loss, {"loss": loss, "elbo": elbo, "kl": kl, "bpd": self.bits_per_dim(elbo)}
 
@@ -536,8 +539,8 @@ class SDNVAE(BaseVAE):
         return ops.logsumexp(log_weights, axis=0) - math.log(num_samples)
 
     def _log_weight(self, images):
-        log_likelihood, kls = self._elbo_terms(images)
-        return log_likelihood - ops.sum(ops.stack(kls), axis=0)
+        log_likelihood, kls, _ = self._elbo_terms(images)
+        return log_likelihood - _total_kl(kls)
 
     # ------------------------------------------------------------- generation
 
@@ -605,9 +608,8 @@ class SDNVAE(BaseVAE):
         images = self._check_images(images)
 
         def elbo_and_reconstruction(images):
-            params, kls = self._posterior_pass(images)
-            log_likelihood = self.observation_distribution(params).log_prob(images)
-            return log_likelihood - ops.sum(ops.stack(kls), axis=0), self._images_from(params)
+            log_likelihood, kls, params = self._elbo_terms(images)
+            return log_likelihood - _total_kl(kls), self._images_from(params)
 
         return self._compiled("elbo_and_reconstruction", elbo_and_reconstruction)(images)
 
@@ -708,3 +710,8 @@ class SDNVAE(BaseVAE):
             "skip_factor": self.skip_factor,
             "seed": self.seed,
         }
+
+
+def _total_kl(kls):
+    """The KL of all stochastic layers per image, from `[KL_l]`."""
+    return ops.sum(ops.stack(kls), axis=0)
