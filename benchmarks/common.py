@@ -23,6 +23,28 @@ def configuration_parser(description):
     return parser
 
 
+def add_set_argument(parser):
+    """`--set NAME=VALUE`, repeatable: model constructor arguments (`model_overrides`)."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Model constructor argument (VALUE parsed as JSON), e.g. --set num_mixtures=10.",
+    )
+
+
+def model_overrides(args):
+    """The `--set` arguments as a dict."""
+    overrides = {}
+    for item in args.set:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise SystemExit(f"Expected --set NAME=VALUE. Received: --set {item}")
+        overrides[name] = json.loads(value)
+    return overrides
+
+
 def arithmetic_ratio(directions):
     """Multiply-adds per pixel of the SDN layer (1x1 projections) over a 3x3 conv."""
     return (2 + 12 * directions) / 9

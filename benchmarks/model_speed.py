@@ -9,6 +9,11 @@ after warm-up):
   forward, backward, update skipping, Adamax and the weight averages);
 - generation: `model.sample(n)` (images per second).
 
+With `--without-sweeps` it also times the SDN-VAE's training step with the
+sweeps skipped (each SDN layer's correction stage traced as the identity):
+what the rest of the SDN-VAE costs, and so how much of the step the sweeps
+take.
+
 It also reports the time of the first training step (tracing and graph
 optimisation included), the peak memory one training step allocates above
 what was live before it (TensorFlow's CPU allocator statistics, which need
@@ -24,15 +29,18 @@ and the rest. Op times are summed over the executor's threads.
     python benchmarks/model_speed.py                      # tiny preset, 16x16, batch 32
     python benchmarks/model_speed.py --presets cifar10 --repeats 3 \\
         --output benchmarks/model_speed_cifar10.json      # 32x32, batch 8
+    python benchmarks/model_speed.py --set sdn_max_scale=8   # SDN layers at 8x8 and below
 
 Prints tables and writes them as JSON (`--output`).
 """
 
 import argparse
 import collections
+import contextlib
 import os
 import re
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
@@ -40,10 +48,13 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import add_set_argument  # noqa: E402
 from common import alternate_medians  # noqa: E402
+from common import model_overrides  # noqa: E402
 from common import run_once  # noqa: E402
 from common import write_json  # noqa: E402
 from keras_sdn.layers import ResidualSpatialDependency  # noqa: E402
+from keras_sdn.layers import spatial_dependency  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
 from layer_profile import op_type  # noqa: E402
 from layer_profile import traced_events  # noqa: E402
@@ -99,21 +110,42 @@ def parse_args():
         default=3,
         help="traced training steps per model (0: no profile)",
     )
+    add_set_argument(parser)
+    parser.add_argument(
+        "--without-sweeps",
+        action="store_true",
+        help="also time the SDN-VAE's step with its sweeps skipped",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default="benchmarks/model_speed.json")
     return parser.parse_args()
 
 
-def build_models(preset, image_size, seed):
-    """The SDN-VAE of `preset` and its baseline, compiled with the default optimizer."""
-    overrides = {} if image_size is None else {"image_shape": (image_size, image_size, 3)}
-    models = {}
-    for name, use_sdn in zip(MODELS, (True, False)):
-        model = SDNVAE.from_preset(preset, use_sdn=use_sdn, seed=seed, **overrides)
-        model.compile()
-        model.make_train_function()
-        models[name] = model
-    return models
+def build_model(preset, args, use_sdn=True):
+    """The SDN-VAE of `preset` (or its baseline), compiled with the default optimizer."""
+    overrides = model_overrides(args)
+    if args.image_size is not None:
+        overrides["image_shape"] = (args.image_size, args.image_size, 3)
+    model = SDNVAE.from_preset(preset, use_sdn=use_sdn, seed=args.seed, **overrides)
+    model.compile()
+    model.make_train_function()
+    return model
+
+
+@contextlib.contextmanager
+def sweeps_skipped():
+    """SDN layers traced in this context skip their sweeps (the correction stage is the identity).
+
+    (The sweeps' weights then get no gradient: Keras' warning about it is silenced.)
+    """
+    sweeps = spatial_dependency.sweeps
+    spatial_dependency.sweeps = lambda inputs, *weights: inputs
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Gradients do not exist")
+            yield
+    finally:
+        spatial_dependency.sweeps = sweeps
 
 
 def training_step(model):
@@ -180,7 +212,9 @@ def profile(model, images, runs):
 
 def measure(preset, args):
     batch = args.batch or DEFAULT_BATCH[preset]
-    models = build_models(preset, args.image_size, args.seed)
+    models = {
+        name: build_model(preset, args, use_sdn) for name, use_sdn in zip(MODELS, (True, False))
+    }
     shape = models["sdn"].image_shape
     images = tf.constant(
         np.random.default_rng(args.seed).integers(0, 256, (batch,) + shape), tf.uint8
@@ -191,10 +225,19 @@ def measure(preset, args):
         start = time.perf_counter()
         run_once(step, images)
         result[f"{name} first step s"] = round(time.perf_counter() - start, 2)
-    seconds = alternate_medians(list(steps.values()), images, args.repeats)
+    timed = list(steps.values())
+    if args.without_sweeps:
+        model = build_model(preset, args)
+        with sweeps_skipped():
+            timed.append(training_step(model))
+            run_once(timed[-1], images)
+    seconds = alternate_medians(timed, images, args.repeats)
     for name, value in zip(MODELS, seconds):
         result[f"{name} step ms"] = round(1000 * value, 2)
     result["step ratio"] = round(seconds[0] / seconds[1], 3)
+    if args.without_sweeps:
+        result["sdn without sweeps step ms"] = round(1000 * seconds[2], 2)
+        result["without sweeps step ratio"] = round(seconds[2] / seconds[1], 3)
 
     samplers = [generation(model, args.sample_images) for model in models.values()]
     seconds = alternate_medians(samplers, None, args.repeats)
@@ -223,6 +266,11 @@ def print_result(result):
         f"{'training step ms':26s} {result['sdn step ms']:10.1f} "
         f"{result['baseline step ms']:10.1f} {result['step ratio']:7.2f}"
     )
+    if "sdn without sweeps step ms" in result:
+        print(
+            f"{'  without sweeps':26s} {result['sdn without sweeps step ms']:10.1f} "
+            f"{'':10s} {result['without sweeps step ratio']:7.2f}"
+        )
     print(
         f"{'sample images/s':26s} {result['sdn sample images/s']:10.1f} "
         f"{result['baseline sample images/s']:10.1f} "

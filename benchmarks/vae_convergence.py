@@ -28,6 +28,8 @@ import numpy as np  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from common import add_set_argument  # noqa: E402
+from common import model_overrides  # noqa: E402
 from keras_sdn.data import load_images  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
 
@@ -51,13 +53,7 @@ def add_recipe_arguments(parser):
         default="default",
         help="Horizontal flips of the training images (default: the dataset's default).",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="Model constructor argument (VALUE parsed as JSON), e.g. --set num_mixtures=10.",
-    )
+    add_set_argument(parser)
     parser.add_argument("--test-examples", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
 
@@ -77,17 +73,6 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="benchmarks/vae_convergence.json")
     parser.add_argument("--plot", default="benchmarks/vae_convergence.png")
     return parser.parse_args(argv)
-
-
-def model_overrides(args):
-    """The `--set` arguments as a dict."""
-    overrides = {}
-    for item in args.set:
-        name, separator, value = item.partition("=")
-        if not separator:
-            raise SystemExit(f"Expected --set NAME=VALUE. Received: --set {item}")
-        overrides[name] = json.loads(value)
-    return overrides
 
 
 def build_model(args, use_sdn):

@@ -3,8 +3,14 @@
 Nothing here is timed: the numbers come from running the script.
 """
 
-import pytest
+import os
 
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sdn.layers import SpatialDependency
+from test_benchmarks import ROOT
 from test_benchmarks import run_script
 
 PARTS = {
@@ -35,6 +41,7 @@ def test_model_speed_writes_consistent_results(tmp_path):
         "2",
         "--profile-runs",
         "1",
+        "--without-sweeps",
         output=tmp_path / "model_speed.json",
     )
     (row,) = result["results"]
@@ -46,6 +53,10 @@ def test_model_speed_writes_consistent_results(tmp_path):
         assert row[f"{model} first step s"] > 0
     assert row["step ratio"] == pytest.approx(
         row["sdn step ms"] / row["baseline step ms"], rel=0.01
+    )
+    assert row["sdn without sweeps step ms"] > 0
+    assert row["without sweeps step ratio"] == pytest.approx(
+        row["sdn without sweeps step ms"] / row["baseline step ms"], rel=0.01
     )
     assert row["sample ratio"] == pytest.approx(
         row["baseline sample images/s"] / row["sdn sample images/s"], rel=0.01
@@ -64,3 +75,22 @@ def test_model_speed_writes_consistent_results(tmp_path):
         "update: optimizer, skipping, EMA, metrics",
     ):
         assert sdn[part]["ms"] > 0 and baseline[part]["ms"] > 0
+
+
+def test_sweeps_skipped_makes_the_correction_stage_the_identity(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    environment = dict(os.environ)
+    try:
+        import model_speed  # sets TensorFlow's environment variables for its own runs
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+
+    layer = SpatialDependency(5, num_features=4, directions=2)
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 6, 3)), tf.float32)
+    layer(x)
+    projected = tf.tanh(layer.project_in(x))
+    with model_speed.sweeps_skipped():
+        skipped = layer(x)
+    np.testing.assert_allclose(skipped, layer.project_out(projected), rtol=1e-5, atol=1e-6)
+    assert np.abs(layer(x) - skipped).max() > 1e-3  # restored on leaving the context
