@@ -19,7 +19,6 @@ it as JSON (`--output`).
 
 import collections
 import glob
-import json
 import os
 import re
 import tempfile
@@ -34,6 +33,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 from common import compiled_passes  # noqa: E402
 from common import configuration_parser  # noqa: E402
 from common import run_once  # noqa: E402
+from common import write_json  # noqa: E402
 from keras_sdn import SpatialDependency  # noqa: E402
 
 # Events that wrap ops, or are the runtime's own (C++ scopes such as
@@ -169,18 +169,15 @@ def main():
     print(f"\n{'op':42s} {'ms':>8s} {'calls':>6s}")
     for op, milliseconds in by_op.most_common(args.top):
         print(f"{op:42s} {milliseconds:8.1f} {calls[op]:6.0f}")
-    with open(args.output, "w") as file:
-        json.dump(
-            {
-                "args": vars(args),
-                "total_ms": total,
-                "kinds": dict(by_kind),
-                "ops": dict(by_op.most_common(args.top)),
-            },
-            file,
-            indent=1,
-        )
-    print(f"wrote {args.output}")
+    write_json(
+        args.output,
+        {
+            "args": vars(args),
+            "total_ms": total,
+            "kinds": dict(by_kind),
+            "ops": dict(by_op.most_common(args.top)),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ count against its formula.
 """
 
 import argparse
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from common import write_json  # noqa: E402
 from keras_sdn import SpatialDependency  # noqa: E402
 
 
@@ -53,9 +53,7 @@ def main():
     print(f"{'layer':32s} {'parameters':>12s}")
     for row in table:
         print(f"{row['layer']:32s} {row['parameters']:>12,d}")
-    with open(args.output, "w") as file:
-        json.dump({"features": args.features, "rows": table}, file, indent=1)
-    print(f"wrote {args.output}")
+    write_json(args.output, {"features": args.features, "rows": table})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ one process (median of `--repeats` runs inside `tf.function`).
 Prints a table and writes it as JSON (`--output`).
 """
 
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 from common import alternate_medians  # noqa: E402
 from common import arithmetic_ratio  # noqa: E402
 from common import configuration_parser  # noqa: E402
+from common import write_json  # noqa: E402
 
 
 def parse_args():
@@ -78,18 +78,10 @@ def main():
         f"products of the forward pass: {floor:.1f} ms = {floor / conv:.2f}x the convolution "
         f"(arithmetic ratio {arithmetic_ratio(args.directions):.2f})"
     )
-    with open(args.output, "w") as file:
-        json.dump(
-            {
-                "args": vars(args),
-                "ms": milliseconds,
-                "floor_ms": floor,
-                "floor_ratio": floor / conv,
-            },
-            file,
-            indent=1,
-        )
-    print(f"wrote {args.output}")
+    write_json(
+        args.output,
+        {"args": vars(args), "ms": milliseconds, "floor_ms": floor, "floor_ratio": floor / conv},
+    )
 
 
 if __name__ == "__main__":
