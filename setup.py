@@ -1,20 +1,41 @@
 """Packaging for keras-sdn."""
 
 import pathlib
+import re
 
 import setuptools
 
 HERE = pathlib.Path(__file__).parent
+# One source of truth for the version: keras_sdn/__init__.py, read without importing the package
+# (which needs TensorFlow).
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (HERE / "keras_sdn" / "__init__.py").read_text(encoding="utf-8"),
+    re.MULTILINE,
+).group(1)
+URL = "https://github.com/keras-sdn/keras-sdn"
+# The documentation site's packages: mkdocs-material and mkdocstrings' Python handler.
+DOCS_REQUIREMENTS = [
+    "mkdocs>=1.6,<2",
+    "mkdocs-material>=9.5,<10",
+    "mkdocstrings[python]>=0.26,<2",
+]
 
 setuptools.setup(
     name="keras-sdn",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Spatial dependency networks (Miladinovic et al., ICLR 2021) as Keras 3 "
         "layers, with an SDN-VAE and a beta-VAE built on TensorFlow Probability."
     ),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    url=URL,
+    project_urls={
+        "Documentation": f"{URL}/tree/main/docs",
+        "Source": URL,
+        "Changelog": f"{URL}/blob/main/CHANGELOG.md",
+    },
     license="Apache-2.0",
     packages=setuptools.find_packages(include=["keras_sdn", "keras_sdn.*"]),
     python_requires=">=3.10",
@@ -34,9 +55,11 @@ setuptools.setup(
     ],
     # tensorflow-serving-api: the PredictionLog proto, to read the warm-up requests in the tests.
     # ruff: run by tests/test_style.py; its minor releases change the format style and the rules,
-    # so one minor release is pinned.
+    # so one minor release is pinned. The docs packages: tests/test_docs.py builds the site.
     extras_require={
-        "test": ["pytest", "scipy", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"],
+        "test": ["pytest", "scipy", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"]
+        + DOCS_REQUIREMENTS,
+        "docs": DOCS_REQUIREMENTS,
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -86,9 +86,45 @@ def alternate_medians(functions, x, repeats):
     return [float(np.median(t)) for t in times]
 
 
+# The benchmarks' arguments that name files or folders. A `--dataset` is a path only when it has a
+# separator or a `~` (a dataset name never does).
+PATH_ARGUMENTS = ("output", "plot", "output_dir", "data_dir")
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repository_path(path):
+    """`path` relative to the repository, or only its name when it lies outside.
+
+    The records are committed: they must not name the machine they were measured on.
+    """
+    absolute = os.path.abspath(os.path.expanduser(path))
+    relative = os.path.relpath(absolute, REPOSITORY)
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return os.path.basename(absolute)
+    return relative.replace(os.sep, "/")
+
+
+def portable_paths(record):
+    """`record` (nested dicts and lists) with every path argument made `repository_path`."""
+    if isinstance(record, list):
+        return [portable_paths(item) for item in record]
+    if not isinstance(record, dict):
+        return record
+    portable = {}
+    for key, value in record.items():
+        is_path = isinstance(value, str) and (
+            key in PATH_ARGUMENTS or (key == "dataset" and ("/" in value or "~" in value))
+        )
+        portable[key] = repository_path(value) if is_path else portable_paths(value)
+    return portable
+
+
 def write_json(path, payload):
-    """Writes `payload` as JSON to `path` (creating its folder) and says so."""
+    """Writes `payload` as JSON to `path` (creating its folder) and says so.
+
+    Paths in the payload are recorded relative to the repository (`portable_paths`).
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as file:
-        json.dump(payload, file, indent=1)
+        json.dump(portable_paths(payload), file, indent=1)
     print(f"wrote {path}")

@@ -14,7 +14,6 @@ Prints a table and writes it as JSON (`--output`).
 
 import argparse
 import copy
-import json
 import math
 import os
 
@@ -22,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
+from common import write_json  # noqa: E402
 from vae_convergence import add_recipe_arguments  # noqa: E402
 from vae_convergence import train_curves  # noqa: E402
 
@@ -89,8 +89,7 @@ def main(argv=None):
             row[f"{model} test bpd"] = result["curve"][-1]["test_bpd"]
             row[f"{model} seconds"] = result["curve"][-1]["seconds"]
         rows.append(row)
-        with open(args.output, "w") as file:
-            json.dump({"settings": vars(args), "rows": rows}, file, indent=2)
+        write_json(args.output, {"settings": vars(args), "rows": rows})
     print(
         f"\nTest bits/dim after {args.steps} steps ({args.preset}, {args.dataset} "
         f"{args.image_size}x{args.image_size}, batch {args.batch_size}, one run each)"
@@ -98,7 +97,6 @@ def main(argv=None):
     print(f"{'undone':<55} {'SDN-VAE':>8} {'baseline':>9}")
     for row in rows:
         print(f"{row['undone']:<55} {row['sdn test bpd']:>8.3f} {row['baseline test bpd']:>9.3f}")
-    print(f"Wrote {args.output}")
 
 
 if __name__ == "__main__":

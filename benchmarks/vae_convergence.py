@@ -15,7 +15,6 @@ against steps and against seconds (`--plot`).
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -30,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from common import add_set_argument  # noqa: E402
 from common import model_overrides  # noqa: E402
+from common import write_json  # noqa: E402
 from keras_sdn.data import load_images  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
 
@@ -237,8 +237,7 @@ def main(argv=None):
         output["sample_fidelity_floor"] = {"test images": floor}
         for name, summaries in samples.items():
             results[name]["samples"] = summaries
-    with open(args.output, "w") as file:
-        json.dump(output, file, indent=2)
+    write_json(args.output, output)
     title = (
         f"{args.preset} preset, {args.dataset} {args.image_size}x{args.image_size}, "
         f"batch {args.batch_size}"
@@ -260,7 +259,7 @@ def main(argv=None):
                     for t, v in result["samples"].items()
                 )
             )
-    print(f"Wrote {args.output} and {args.plot}")
+    print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
