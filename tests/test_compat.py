@@ -99,7 +99,7 @@ def test_workaround_is_not_applied_when_keras_moved_or_changed_the_functions(
     assert not getattr(trainer, _compat._PATCHED)
 
 
-def test_private_attribute(monkeypatch):
+def test_private_attribute():
     assert _compat.private_attribute(
         "keras.src.backend.tensorflow.trainer", "TensorFlowTrainer", ""
     )
@@ -127,7 +127,7 @@ def test_setup_bounds_match_the_compatibility_table_and_the_installed_release(pa
     lowest, below = requirement.groups()
     row = f"| {package} | >={lowest},<{below} | {lowest} | {below} |"
     assert row in COMPATIBILITY.splitlines()
-    # The lowest supported release is the tested one, or an older one than installed here.
+    # The release installed here, which the suite runs on, is within the bounds.
     installed = release(importlib.metadata.version(package))
     assert release(lowest) <= installed < release(below)
     assert release(below) == (release(lowest)[0] + 1,)  # the next major release
