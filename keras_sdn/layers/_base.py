@@ -10,9 +10,11 @@ from keras import initializers
 from keras import regularizers
 
 from keras_sdn._checks import check_bool
+from keras_sdn._checks import check_choice
 from keras_sdn._checks import check_int
 from keras_sdn._compat import require_tensorflow_backend
 from keras_sdn.layers.sweep import DIRECTIONS
+from keras_sdn.layers.sweep import IMPLEMENTATIONS
 from keras_sdn.layers.weight_normalization import WeightNormalization
 
 
@@ -105,6 +107,7 @@ class SpatialDependencyBase(keras.layers.Layer):
         bias_constraint=None,
         data_format=None,
         weight_normalization=False,
+        implementation="auto",
         **kwargs,
     ):
         require_tensorflow_backend(type(self).__name__)
@@ -135,6 +138,7 @@ class SpatialDependencyBase(keras.layers.Layer):
         self.bias_constraint = constraints.get(bias_constraint)
         self.data_format = check_channels_last(data_format)
         self.weight_normalization = weight_normalization
+        self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
 
     def weight_kwargs(self):
         """Keyword arguments that give a sublayer this layer's dtype policy and weight settings."""
@@ -187,6 +191,7 @@ class SpatialDependencyBase(keras.layers.Layer):
                 "bias_constraint": constraints.serialize(self.bias_constraint),
                 "data_format": self.data_format,
                 "weight_normalization": self.weight_normalization,
+                "implementation": self.implementation,
             }
         )
         return config

@@ -54,6 +54,13 @@ class SpatialDependency(SpatialDependencyBase):
         weight_normalization: Whether the project-in and project-out kernels
             are weight-normalised (`keras_sdn.layers.WeightNormalization`), as
             in the authors' models. The sweeps' gate weights never are.
+        implementation: How the sweeps run: `"unrolled"` (one copy of the
+            step per line in the graph: fastest on small maps, a graph that
+            grows with the map; needs a static height and width),
+            `"scanned"` (`tf.scan` loops: any size, a compact graph, the
+            form XLA compiles well) or `"auto"` (unrolled for maps of at
+            most 32 lines of static size outside XLA, scanned otherwise;
+            `keras_sdn.export` may make it scanned). See docs/sweeps.md.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
     The layer needs the TensorFlow backend; under another one the constructor
@@ -93,6 +100,7 @@ class SpatialDependency(SpatialDependencyBase):
         bias_constraint=None,
         data_format=None,
         weight_normalization=False,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(
@@ -115,6 +123,7 @@ class SpatialDependency(SpatialDependencyBase):
             bias_constraint=bias_constraint,
             data_format=data_format,
             weight_normalization=weight_normalization,
+            implementation=implementation,
             **kwargs,
         )
         self.project_in = self.kernel_layer(
@@ -171,5 +180,7 @@ class SpatialDependency(SpatialDependencyBase):
             bias = tf.cast(self.bias, dtype)
         else:
             bias = tf.zeros((len(self.directions), 2, 3 * self.num_features), dtype)
-        corrected = sweeps(corrected, kernel, recurrent_kernel, bias, self.directions)
+        corrected = sweeps(
+            corrected, kernel, recurrent_kernel, bias, self.directions, self.implementation
+        )
         return self.activation(self.project_out(corrected))
