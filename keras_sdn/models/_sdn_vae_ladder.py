@@ -9,6 +9,8 @@ from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers._base import clone_initializer
 from keras_sdn.models._ladder_blocks import LadderBlock
 from keras_sdn.models._ladder_blocks import convolution
+from keras_sdn.models.sdn_plan import format_sdn_plan
+from keras_sdn.models.sdn_plan import make_sdn_plan
 
 
 class TopDownPass(NamedTuple):
@@ -34,12 +36,48 @@ class SDNVAELadder:
     image up, as `downsample_at` and the names `ladder_block_<i>` count),
     `output_layer` (features to the parameters of p(x | z)) and the learned
     `top_input`. The top-down layers are ResSDN layers or convolutions as
-    `sdn_plan()` says.
+    `sdn_plan()` says, which `summary()` prints.
 
     Every per-layer list the passes take or give (posterior terms, latents,
     KLs) is ordered top layer first, the order of the top-down pass and of
     `encode`.
     """
+
+    def sdn_plan(self):
+        """The ResSDN layers of the top-down path: a tuple of `SDNLayerPlan`.
+
+        One entry per ResSDN layer, in the order the directions are handed
+        out (from the image up, the output layer last): the layer's name,
+        its block's output scale, its directions and its features. Empty for
+        `use_sdn=False`. `summary()` prints it after the layers.
+        """
+        return make_sdn_plan(
+            self.image_shape,
+            self.num_layers,
+            self.downsample_at,
+            self.use_sdn,
+            self.sdn_min_scale,
+            self.sdn_max_scale,
+            self.sdn_features,
+            self.sdn_features_decrement,
+            self.sdn_directions,
+            self.sdn_direction_order,
+        )
+
+    def summary(
+        self,
+        line_length=None,
+        positions=None,
+        print_fn=None,
+        expand_nested=False,
+        show_trainable=False,
+        layer_range=None,
+    ):
+        """Keras' `Model.summary()`, followed by the SDN plan (`sdn_plan()`) as a table."""
+        super().summary(
+            line_length, positions, print_fn, expand_nested, show_trainable, layer_range
+        )
+        (print_fn or print)(format_sdn_plan(self.sdn_plan()))
 
     def _make_layers(self):
         """The input convolution, the ladder blocks and the output layer, after `sdn_plan()`."""

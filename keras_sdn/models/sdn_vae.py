@@ -23,8 +23,6 @@ from keras_sdn.models._weight_averaging import averaged_weights_scope
 from keras_sdn.models._weight_averaging import update_averaged_weights
 from keras_sdn.models.base_vae import BaseVAE
 from keras_sdn.models.presets import PRESETS
-from keras_sdn.models.sdn_plan import format_sdn_plan
-from keras_sdn.models.sdn_plan import make_sdn_plan
 from keras_sdn.optimizers import UpdateSkipper
 
 # The authors' `_get_dirs` order: left-to-right, right-to-left, top-to-bottom,
@@ -263,42 +261,6 @@ class SDNVAE(SDNVAEInference, SDNVAELadder, BaseVAE):
             return
         self._build_ladder()
         self.averaged_weights = add_averaged_weights(self)
-
-    def sdn_plan(self):
-        """The ResSDN layers of the top-down path: a tuple of `SDNLayerPlan`.
-
-        One entry per ResSDN layer, in the order the directions are handed
-        out (from the image up, the output layer last): the layer's name,
-        its block's output scale, its directions and its features. Empty for
-        `use_sdn=False`. `summary()` prints it after the layers.
-        """
-        return make_sdn_plan(
-            self.image_shape,
-            self.num_layers,
-            self.downsample_at,
-            self.use_sdn,
-            self.sdn_min_scale,
-            self.sdn_max_scale,
-            self.sdn_features,
-            self.sdn_features_decrement,
-            self.sdn_directions,
-            self.sdn_direction_order,
-        )
-
-    def summary(
-        self,
-        line_length=None,
-        positions=None,
-        print_fn=None,
-        expand_nested=False,
-        show_trainable=False,
-        layer_range=None,
-    ):
-        """Keras' `Model.summary()`, followed by the SDN plan (`sdn_plan()`) as a table."""
-        super().summary(
-            line_length, positions, print_fn, expand_nested, show_trainable, layer_range
-        )
-        (print_fn or print)(format_sdn_plan(self.sdn_plan()))
 
     def _elbo_terms_of(self, images, training):
         """`_elbo_terms` with the trained weights (`training`) or the averaged ones."""
