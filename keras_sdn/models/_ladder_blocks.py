@@ -1,5 +1,7 @@
 """One rung of the SDN-VAE ladder: a bottom-up and a top-down block sharing a stochastic layer."""
 
+from typing import NamedTuple
+
 import keras
 from keras import ops
 
@@ -49,17 +51,56 @@ def gated_residual(inputs, outputs):
     return (1.0 - gate) * inputs + gate * update
 
 
+class PosteriorTerms(NamedTuple):
+    """Parameters of a stochastic layer's posterior (float32): Gaussian `loc`, `log_scale`, IAF `context`.
+
+    The bottom-up pass gives one part and the top-down pass another; the
+    posterior's parameters are their sums.
+    """
+
+    loc: object
+    log_scale: object
+    context: object
+
+
+class TopDownStep(NamedTuple):
+    """The result of a ladder block's top-down step.
+
+    Attributes:
+        outputs: The top-down features passed to the block below.
+        latents: The block's latents (float32).
+        kl: The one-sample estimate `log q(z | x) - log p(z)` per image
+            (float32, `(batch,)`) for latents drawn from the posterior; None
+            otherwise.
+    """
+
+    outputs: object
+    latents: object
+    kl: object = None
+
+
+class _TopDownParameters(NamedTuple):
+    """What the first top-down layer (`down_in`) computes."""
+
+    features: object
+    posterior: PosteriorTerms
+    prior_loc: object
+    prior_log_scale: object
+
+
 @keras.saving.register_keras_serializable(package="keras_sdn")
 class LadderBlock(keras.layers.Layer):
     """Bottom-up and top-down residual blocks of one IAF-VAE ladder layer.
 
     Bottom-up (`up`): `ELU -> conv` gives the block's hidden features and the
     bottom-up part of the posterior (mean, log-scale and IAF context),
-    `ELU -> conv` then gives the gated residual update. Top-down (`down`):
+    `ELU -> conv` then gives the gated residual update. Top-down:
     `ELU -> conv` gives the deterministic features, the top-down part of the
-    posterior and the prior; a latent `z` is drawn (from the posterior
-    `N(up + down terms)` followed by one IAF step, from the prior, or given),
-    and `ELU -> conv` of `[z, features]` gives the gated residual update. With
+    posterior and the prior; the block's latent `z` is drawn from the
+    posterior `N(up + down terms)` followed by one IAF step
+    (`down_posterior`), drawn from the prior (`down_prior`) or given
+    (`down_given`), and `ELU -> conv` of `[z, features]` gives the gated
+    residual update. With
     `sdn_features` set, both top-down convolutions are
     `ResidualSpatialDependency` layers. A resampling block halves the
     resolution bottom-up (stride-2 convolution, nearest-neighbour skip) and
@@ -88,8 +129,8 @@ class LadderBlock(keras.layers.Layer):
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Shapes: `up` maps `(batch, H, W, hidden_channels)` to `(batch, H', W',
-    hidden_channels)` with `H' = H / 2` when resampling; `down` maps the
-    coarse shape back. Latents are `(batch, H', W', latent_channels)`.
+    hidden_channels)` with `H' = H / 2` when resampling; the `down_*` steps
+    map the coarse shape back. Latents are `(batch, H', W', latent_channels)`.
     """
 
     def __init__(
@@ -208,73 +249,104 @@ class LadderBlock(keras.layers.Layer):
         )
 
     def up(self, inputs):
-        """Bottom-up pass: `(outputs, (loc, log_scale, context))`, posterior terms in float32.
+        """Bottom-up pass: `(outputs, PosteriorTerms)`, the terms in float32.
 
         `outputs` is None for the top block.
         """
         hidden, loc, log_scale, context = ops.split(
             self.up_in(ops.elu(inputs)), _split_points(self._up_split), axis=-1
         )
-        terms = tuple(ops.cast(t, "float32") for t in (loc, log_scale, context))
+        terms = PosteriorTerms(*(ops.cast(t, "float32") for t in (loc, log_scale, context)))
         if self.top:
             return None, terms
         skip = inputs[:, ::2, ::2, :] if self.resample else inputs
         return gated_residual(skip, self.up_out(ops.elu(hidden))), terms
 
-    def down(self, inputs, posterior_terms=None, latents=None, temperature=1.0, shared_noise=False):
-        """Top-down pass: `(outputs, latents, kl)`.
+    def down_posterior(self, inputs, bottom_up_terms, sample=True):
+        """Top-down step with the latent drawn from the posterior q(z | x).
+
+        The posterior is the Gaussian whose parameters are the sums of the
+        bottom-up and top-down terms, followed by one IAF step.
 
         Args:
             inputs: `(batch, H', W', hidden_channels)` top-down features.
-            posterior_terms: The bottom-up terms from `up`: the latent is
-                drawn from the posterior and `kl` is the one-sample estimate
-                `log q(z | x) - log p(z)` per image.
-            latents: Given latents `(batch, H', W', latent_channels)`, used
-                as they are (takes precedence over `posterior_terms`).
-            temperature: Scale of the standard deviation of the Gaussian
-                the latent is drawn from (posterior or prior); 0 gives the
-                posterior mean through the flow, or the prior mean.
-            shared_noise: Draw one prior noise map for the whole batch.
+            bottom_up_terms: The block's `PosteriorTerms` from `up`.
+            sample: If True, a sample of the posterior; if False, the
+                Gaussian's mean through the flow (no noise is drawn).
 
-        `kl` is zero when the latent is not drawn from the posterior.
+        Returns:
+            `TopDownStep` with `kl` the one-sample estimate
+            `log q(z | x) - log p(z)` at the latents.
         """
-        features, post_loc, post_log_scale, context, prior_loc, prior_log_scale = ops.split(
+        parameters = self._top_down_parameters(inputs)
+        loc, log_scale, context = (
+            up + down for up, down in zip(bottom_up_terms, parameters.posterior)
+        )
+        initial = loc
+        if sample:
+            noise = replica_normal(ops.shape(loc), seed=self.seed_generator)
+            initial = loc + ops.exp(log_scale) * noise
+        flow = InverseAutoregressiveFlow(self.iaf_network, context)
+        # The forward pass caches its log-determinant for this same `initial`
+        # tensor: the IAF network runs once.
+        latents = flow.forward(initial)
+        log_posterior = diagonal_gaussian(loc, log_scale).log_prob(initial)
+        log_posterior -= flow.forward_log_det_jacobian(initial, event_ndims=3)
+        prior = diagonal_gaussian(parameters.prior_loc, parameters.prior_log_scale)
+        kl = log_posterior - prior.log_prob(latents)
+        return TopDownStep(self._merge(inputs, parameters.features, latents), latents, kl)
+
+    def down_prior(self, inputs, temperature=1.0, shared_noise=False):
+        """Top-down step with the latent drawn from the prior p(z).
+
+        Args:
+            inputs: `(batch, H', W', hidden_channels)` top-down features.
+            temperature: Scale of the prior's standard deviation (0 gives
+                its mean).
+            shared_noise: Draw one noise map for the whole batch.
+
+        Returns:
+            `TopDownStep` (without `kl`).
+        """
+        parameters = self._top_down_parameters(inputs)
+        noise_shape = ops.shape(parameters.prior_loc)
+        if shared_noise:
+            noise_shape = (1,) + tuple(noise_shape[1:])
+        noise = keras.random.normal(noise_shape, seed=self.seed_generator)
+        scale = ops.exp(parameters.prior_log_scale) * ops.cast(temperature, "float32")
+        latents = parameters.prior_loc + scale * noise
+        return TopDownStep(self._merge(inputs, parameters.features, latents), latents)
+
+    def down_given(self, inputs, latents):
+        """Top-down step with given latents `(batch, H', W', latent_channels)`.
+
+        Returns:
+            `TopDownStep` (without `kl`).
+        """
+        latents = ops.cast(latents, "float32")
+        features = self._top_down_parameters(inputs).features
+        return TopDownStep(self._merge(inputs, features, latents), latents)
+
+    def _top_down_parameters(self, inputs):
+        """`_TopDownParameters` of `down_in`; the posterior and prior terms in float32."""
+        features, *terms = ops.split(
             self.down_in(ops.elu(inputs)), _split_points(self._down_split), axis=-1
         )
-        prior_loc = ops.cast(prior_loc, "float32")
-        prior_log_scale = ops.cast(prior_log_scale, "float32")
-        batch_size = ops.shape(inputs)[0]
-        kl = ops.zeros((batch_size,), "float32")
-        if latents is not None:
-            latents = ops.cast(latents, "float32")
-        elif posterior_terms is not None:
-            up_loc, up_log_scale, up_context = posterior_terms
-            loc = up_loc + ops.cast(post_loc, "float32")
-            log_scale = up_log_scale + ops.cast(post_log_scale, "float32")
-            context = up_context + ops.cast(context, "float32")
-            noise = replica_normal(ops.shape(loc), seed=self.seed_generator)
-            initial = loc + ops.exp(log_scale) * ops.cast(temperature, "float32") * noise
-            flow = InverseAutoregressiveFlow(self.iaf_network, context)
-            # The forward pass caches its log-determinant for this same `initial`
-            # tensor: the IAF network runs once.
-            latents = flow.forward(initial)
-            log_posterior = diagonal_gaussian(loc, log_scale).log_prob(initial)
-            log_posterior -= flow.forward_log_det_jacobian(initial, event_ndims=3)
-            prior = diagonal_gaussian(prior_loc, prior_log_scale)
-            kl = log_posterior - prior.log_prob(latents)
-        else:
-            noise_shape = ops.shape(prior_loc)
-            if shared_noise:
-                noise_shape = (1,) + tuple(noise_shape[1:])
-            noise = keras.random.normal(noise_shape, seed=self.seed_generator)
-            scale = ops.exp(prior_log_scale) * ops.cast(temperature, "float32")
-            latents = prior_loc + scale * noise
+        loc, log_scale, context, prior_loc, prior_log_scale = (
+            ops.cast(t, "float32") for t in terms
+        )
+        return _TopDownParameters(
+            features, PosteriorTerms(loc, log_scale, context), prior_loc, prior_log_scale
+        )
+
+    def _merge(self, inputs, features, latents):
+        """The gated residual update of `inputs` from `down_out` of `[latents, features]`."""
         merged = ops.concatenate([ops.cast(latents, features.dtype), features], axis=-1)
         update = self.down_out(ops.elu(merged))
         skip = inputs
         if self.resample:
             skip = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)
-        return gated_residual(skip, update), latents, kl
+        return gated_residual(skip, update)
 
     def get_config(self):
         config = super().get_config()

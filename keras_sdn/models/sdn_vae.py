@@ -1,11 +1,8 @@
 """SDN-VAE: the IAF-VAE ladder with residual spatial dependency layers on its top-down path."""
 
 import contextlib
-import itertools
-import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_sdn._checks import check_bool
@@ -15,15 +12,15 @@ from keras_sdn._checks import check_int
 from keras_sdn._checks import check_number
 from keras_sdn._checks import check_ordered
 from keras_sdn._checks import check_permutation
-from keras_sdn._checks import check_temperature
 from keras_sdn._compat import require_tensorflow_backend
 from keras_sdn.bijectors.autoregressive_conv_network import ORDERINGS
-from keras_sdn.distributions import DiscretizedLogisticMixture
 from keras_sdn.layers import DIRECTIONS
-from keras_sdn.layers import ResidualSpatialDependency
-from keras_sdn.layers._base import clone_initializer
-from keras_sdn.models._ladder_blocks import LadderBlock
-from keras_sdn.models._ladder_blocks import convolution
+from keras_sdn.models._sdn_vae_inference import SDNVAEInference
+from keras_sdn.models._sdn_vae_ladder import SDNVAELadder
+from keras_sdn.models._sdn_vae_ladder import total_kl
+from keras_sdn.models._weight_averaging import add_averaged_weights
+from keras_sdn.models._weight_averaging import averaged_weights_scope
+from keras_sdn.models._weight_averaging import update_averaged_weights
 from keras_sdn.models.base_vae import BaseVAE
 from keras_sdn.models.presets import PRESETS
 from keras_sdn.optimizers import UpdateSkipper
@@ -35,7 +32,7 @@ AUTHORS_DIRECTION_ORDER = ("right", "left", "down", "up")
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
-class SDNVAE(BaseVAE):
+class SDNVAE(SDNVAEInference, SDNVAELadder, BaseVAE):
     """SDN-VAE (Miladinovic et al., ICLR 2021): a hierarchical VAE for image density.
 
     The IAF-VAE of Kingma et al. (2016) with the paper's changes. A
@@ -50,8 +47,8 @@ class SDNVAE(BaseVAE):
     of a bottom-up and a top-down term, followed by one inverse
     autoregressive flow step (a masked 3x3 convolutional network with a
     context, as in the paper, autoregressive in raster order over pixels and
-    over channels within a pixel, IAF-VAE's masks). The top-down output goes through ELU and a
-    convolution to the parameters of a discretized mixture of logistics
+    over channels within a pixel, IAF-VAE's masks). The top-down output goes
+    through ELU and a convolution to the parameters of a discretized mixture of logistics
     (`DiscretizedLogisticMixture`, RGB-coupled).
 
     With `use_sdn=True`, the two convolutions of every top-down block whose
@@ -59,12 +56,13 @@ class SDNVAE(BaseVAE):
     `[sdn_min_scale, sdn_max_scale]` are `ResidualSpatialDependency` layers
     with `sdn_directions` directions each, handed out round-robin in
     `sdn_direction_order` across the layers, starting at the block nearest
-    the image. The default is the authors' order (left-to-right,
+    the image (`sdn_plan()` lists the layers, their scales, features and
+    directions; `summary()` prints it). The default is the authors' order (left-to-right,
     right-to-left, top-to-bottom, bottom-to-top): with 2 directions one layer
     sweeps the rows both ways and the next the columns both ways, so that
     every layer links nearly the whole map. The output convolution becomes a
-    four-direction ResSDN layer when the image scale is in that range. The layers have
-    `sdn_features` features at the image scale and `sdn_features_decrement`
+    four-direction ResSDN layer when the image scale is in that range. The
+    layers have `sdn_features` features at the image scale and `sdn_features_decrement`
     fewer per halving. `use_sdn=False` is the convolutional baseline
     (IAF-VAE+), otherwise identical.
 
@@ -217,9 +215,6 @@ class SDNVAE(BaseVAE):
             skip_factor = check_number("skip_factor", skip_factor, low=1, low_open=True)
         self.skip_factor = skip_factor
         self.seed = seed
-        # Compiled generation and evaluation functions, kept out of Keras and
-        # SavedModel tracking (they are rebuilt on demand).
-        object.__setattr__(self, "_compiled_functions", {})
         self._make_layers()
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
         self.update_skipper = None
@@ -243,89 +238,6 @@ class SDNVAE(BaseVAE):
             )
         return downsample_at
 
-    # ------------------------------------------------------------- the ladder
-
-    def _make_layers(self):
-        """The input convolution, the ladder blocks and the output layer."""
-        directions = itertools.cycle(self.sdn_direction_order)
-
-        def take(count):
-            """The next `count` directions of the round-robin."""
-            return tuple(itertools.islice(directions, count))
-
-        self.input_layer = convolution(
-            self.hidden_channels, 3, name="input_layer", **self._convolution_arguments()
-        )
-        self.blocks = []
-        scale = max(self.image_shape[:2])
-        for index in range(self.num_layers):
-            features = self._sdn_features_at(scale)
-            pair = None
-            if features is not None:
-                pair = (take(self.sdn_directions), take(self.sdn_directions))
-            self.blocks.append(self._ladder_block(index, features, pair))
-            if index in self.downsample_at:
-                scale //= 2
-        height, width, channels = self.image_shape
-        factor = 2 ** len(self.downsample_at)
-        self._top_shape = (height // factor, width // factor, self.hidden_channels)
-        params_size = DiscretizedLogisticMixture.params_size(self.num_mixtures, channels)
-        output_features = self._sdn_features_at(max(height, width))
-        if output_features is None:
-            self.output_layer = convolution(
-                params_size, 3, name="output_layer", **self._convolution_arguments()
-            )
-        else:
-            self.output_layer = ResidualSpatialDependency(
-                params_size,
-                num_features=output_features,
-                directions=take(len(DIRECTIONS)),
-                kernel_size=3,
-                weight_normalization=self.weight_normalization,
-                kernel_initializer=clone_initializer(self.kernel_initializer),
-                name="output_layer",
-                dtype=self.dtype_policy,
-            )
-
-    def _convolution_arguments(self):
-        return dict(
-            weight_normalization=self.weight_normalization,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-        )
-
-    def _ladder_block(self, index, sdn_features, sdn_directions):
-        return LadderBlock(
-            self.hidden_channels,
-            self.latent_channels,
-            self.context_channels,
-            resample=index in self.downsample_at,
-            top=index == self.num_layers - 1,
-            sdn_features=sdn_features,
-            sdn_directions=sdn_directions,
-            iaf_hidden_channels=self.iaf_hidden_channels,
-            iaf_hidden_layers=self.iaf_hidden_layers,
-            iaf_ordering=self.iaf_ordering,
-            name=f"ladder_block_{index}",
-            seed=None if self.seed is None else self.seed + 1 + index,
-            **self._convolution_arguments(),
-        )
-
-    def _sdn_features_at(self, scale):
-        """ResSDN features for a block of output scale `scale`, or None for convolutions."""
-        if not (self.use_sdn and self.sdn_min_scale <= scale <= self.sdn_max_scale):
-            return None
-        halvings = int(round(math.log2(max(self.image_shape[:2]) / scale)))
-        features = self.sdn_features - self.sdn_features_decrement * halvings
-        if features < 1:
-            raise ValueError(
-                "Expected `sdn_features_decrement` to leave SDN features at every scale with "
-                f"ResSDN layers; at scale {scale} it leaves {features}. Received: "
-                f"sdn_features_decrement={self.sdn_features_decrement}, "
-                f"sdn_features={self.sdn_features}"
-            )
-        return features
-
     @classmethod
     def from_preset(cls, name, **overrides):
         """A model with the arguments of preset `name`, updated by `overrides`.
@@ -347,92 +259,17 @@ class SDNVAE(BaseVAE):
             )
         if self.built:
             return
-        height, width, channels = self.image_shape
-        shape = (None, height, width, self.hidden_channels)
-        self.input_layer.build((None, height, width, channels))
-        for block in self.blocks:
-            block.build(shape)
-            if block.resample:
-                shape = (None, shape[1] // 2, shape[2] // 2, self.hidden_channels)
-        self.output_layer.build((None, height, width, self.hidden_channels))
-        self.top_input = self.add_weight(
-            shape=(self.hidden_channels,), initializer="zeros", name="top_input"
-        )
-        self.averaged_weights = [
-            self.add_weight(
-                shape=weight.shape,
-                dtype=weight.dtype,
-                initializer=lambda shape, dtype, weight=weight: ops.copy(weight.value),
-                trainable=False,
-                # Every replica computes the same average from synchronised weights.
-                aggregation="only_first_replica",
-                name=f"average_{index}",
-            )
-            for index, weight in enumerate(self.trainable_weights)
-        ]
-
-    def _encode_terms(self, images):
-        """Bottom-up pass: the posterior terms of every layer, bottom layer first."""
-        hidden = self.input_layer(self._to_unit_range(images))
-        terms = []
-        for block in self.blocks:
-            hidden, block_terms = block.up(hidden)
-            terms.append(block_terms)
-        return terms
-
-    def _top_down(
-        self, batch_size, posterior_terms=None, latents=None, temperature=1.0, shared_noise=False
-    ):
-        """Top-down pass: `(observation params, latents, kls)`, both lists top layer first.
-
-        Layer `i` from the top uses `latents[i]` when given (not None), else
-        the posterior when `posterior_terms` are given, else the prior at
-        `temperature`.
-        """
-        top = ops.cast(self.top_input, self.compute_dtype)
-        hidden = ops.broadcast_to(top, (batch_size,) + self._top_shape)
-        all_latents, kls = [], []
-        for depth, block in enumerate(reversed(self.blocks)):
-            hidden, block_latents, kl = block.down(
-                hidden,
-                posterior_terms=None if posterior_terms is None else posterior_terms[-1 - depth],
-                latents=None if latents is None else latents[depth],
-                temperature=temperature,
-                shared_noise=shared_noise,
-            )
-            all_latents.append(block_latents)
-            kls.append(kl)
-        params = ops.cast(self.output_layer(ops.elu(hidden)), "float32")
-        return params, all_latents, kls
-
-    def observation_distribution(self, params, temperature=1.0):
-        """p(x | z) for the decoder's output `params` (of the top-down pass)."""
-        return DiscretizedLogisticMixture(
-            params, channels=self.image_shape[-1], num_bits=self.num_bits, temperature=temperature
-        )
-
-    def _posterior_pass(self, images):
-        """The decoder's output and `[KL_l]` (top layer first) for one posterior sample."""
-        terms = self._encode_terms(images)
-        params, _, kls = self._top_down(ops.shape(images)[0], posterior_terms=terms)
-        return params, kls
-
-    def _elbo_terms(self, images):
-        """`(log p(x | z), [KL_l], decoder output)` per image, one posterior sample.
-
-        The KLs are per stochastic layer, top layer first.
-        """
-        params, kls = self._posterior_pass(images)
-        return self.observation_distribution(params).log_prob(images), kls, params
+        self._build_ladder()
+        self.averaged_weights = add_averaged_weights(self)
 
     def _elbo_terms_of(self, images, training):
         """`_elbo_terms` with the trained weights (`training`) or the averaged ones."""
-        with contextlib.nullcontext() if training else self._averaged():
+        with contextlib.nullcontext() if training else averaged_weights_scope(self):
             return self._elbo_terms(images)
 
     def call(self, images, training=False):
         log_likelihood, kls, _ = self._elbo_terms_of(images, training)
-        kl = _total_kl(kls)
+        kl = total_kl(kls)
         return {"elbo": log_likelihood - kl, "kl": kl}
 
     # --------------------------------------------------------------- training
@@ -445,7 +282,7 @@ class SDNVAE(BaseVAE):
     def _loss_and_metrics(self, images, training):
         log_likelihood, kls, _ = self._elbo_terms_of(images, training)
         loss = self._objective(log_likelihood, kls)
-        kl = _total_kl(kls)
+        kl = total_kl(kls)
         elbo = log_likelihood - kl
         return loss, {"loss": loss, "elbo": elbo, "kl": kl, "bpd": self.bits_per_dim(elbo)}
 
@@ -462,223 +299,7 @@ class SDNVAE(BaseVAE):
             applied = True
         else:
             applied = self.update_skipper.apply(self.optimizer, gradients, weights)
-        self._update_averages(applied)
-
-    def _update_averages(self, applied):
-        """Moves the averages towards the weights, unless the update was skipped."""
-        step = ops.cast(self.optimizer.iterations, "float32")
-        decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
-        decay = ops.where(applied, decay, 1.0)
-        for weight, average in zip(self.trainable_weights, self.averaged_weights):
-            average.assign(decay * average + (1.0 - decay) * weight)
-
-    @contextlib.contextmanager
-    def _averaged(self):
-        """Runs the model with the averaged weights in place of the trained ones."""
-        mapping = [(w, a.value) for w, a in zip(self.trainable_weights, self.averaged_weights)]
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            yield
-        # Keep the state that advanced inside the scope (the random seeds).
-        for variable in self.non_trainable_variables:
-            value = scope.get_current_value(variable)
-            if value is not None:
-                variable.assign(value)
-
-    def _compiled(self, name, function):
-        """`function` run with the averaged weights, compiled once per model.
-
-        Called inside another `tf.function` (e.g. a signature that
-        `keras_sdn.export.export_for_serving` traces), it is traced inline,
-        in the caller's tracing context, and no compiled function is kept.
-        """
-
-        def averaged_function(*args):
-            with self._averaged():
-                return function(*args)
-
-        if tf.inside_function():
-            return averaged_function
-        if name not in self._compiled_functions:
-            self._compiled_functions[name] = tf.function(averaged_function, reduce_retracing=True)
-        return self._compiled_functions[name]
-
-    # ------------------------------------------------------------- evaluation
-
-    def log_likelihood(self, images, num_samples=1, max_batch_size=None):
-        """Importance-weighted estimate of log p(images) per image, in nats.
-
-        `log (1/K) sum_k p(x, z_k) / q(z_k | x)` over `K = num_samples`
-        posterior samples (Burda et al., 2015): a lower bound on log p(x)
-        that equals the ELBO for K = 1 and grows with K on average.
-
-        Args:
-            images: `(batch,) + image_shape` integer images.
-            num_samples: Number of importance samples K >= 1.
-            max_batch_size: Most (image, sample) pairs per forward pass;
-                several samples of the batch are evaluated together when it
-                allows (faster for small batches). Default: one pass per
-                sample.
-
-        Returns:
-            float32 tensor `(batch,)`.
-        """
-        images = self._check_images(images)
-        check_int("num_samples", num_samples, 1)
-        batch_size = int(images.shape[0])
-        samples_per_pass = 1
-        if max_batch_size is not None:
-            check_int("max_batch_size", max_batch_size, 1)
-            samples_per_pass = min(num_samples, max(1, max_batch_size // batch_size))
-        log_weight = self._compiled("log_weight", self._log_weight)
-        log_weights = []
-        for first in range(0, num_samples, samples_per_pass):
-            count = min(samples_per_pass, num_samples - first)
-            tiled = ops.tile(images, (count, 1, 1, 1))  # sample-major
-            log_weights.append(ops.reshape(log_weight(tiled), (count, batch_size)))
-        log_weights = ops.concatenate(log_weights, axis=0)
-        return ops.logsumexp(log_weights, axis=0) - math.log(num_samples)
-
-    def _log_weight(self, images):
-        log_likelihood, kls, _ = self._elbo_terms(images)
-        return log_likelihood - _total_kl(kls)
-
-    # ------------------------------------------------------------- generation
-
-    def _sample(self, num_images, temperature, sample_pixels):
-        def generate(num_images, temperature):
-            params, _, _ = self._top_down(num_images, temperature=temperature)
-            return self._images_from(params, temperature, sample_pixels)
-
-        return self._compiled(f"sample_{sample_pixels}", generate)(num_images, temperature)
-
-    def encode(self, images, sample=False):
-        """The latent code of `images`: every stochastic layer's latents, top layer first.
-
-        Args:
-            images: `(batch,) + image_shape` integer images.
-            sample: If False (default), the deterministic code: each layer's
-                posterior Gaussian mean, through its inverse autoregressive
-                flow, with the layers above it fixed the same way (the
-                posterior at temperature 0). If True, a sample of the
-                posterior.
-
-        Returns:
-            A list of `num_layers` float32 tensors `(batch, h_l, w_l,
-            latent_channels)`.
-        """
-        images = self._check_images(images)
-        sample = check_bool("sample", sample)
-
-        def encode(images):
-            terms = self._encode_terms(images)
-            _, latents, _ = self._top_down(
-                ops.shape(images)[0], posterior_terms=terms, temperature=1.0 if sample else 0.0
-            )
-            return latents
-
-        return self._compiled(f"encode_{sample}", encode)(images)
-
-    def _decode(self, latents, temperature, shared_noise=False):
-        """Images from given latents (top first, None entries sampled from the prior)."""
-        known = [z for z in latents if z is not None]
-        params, _, _ = self._top_down(
-            ops.shape(known[0])[0],
-            latents=latents,
-            temperature=temperature,
-            shared_noise=shared_noise,
-        )
-        return self._images_from(params, temperature)
-
-    def reconstruct(self, images):
-        """The most likely images given latents drawn from the posterior of `images` (uint8)."""
-        images = self._check_images(images)
-
-        def reconstruct(images):
-            return self._images_from(self._posterior_pass(images)[0])
-
-        return self._compiled("reconstruct", reconstruct)(images)
-
-    def elbo_and_reconstruction(self, images):
-        """The ELBO (nats per image) and the reconstruction (uint8) of `images`.
-
-        Both from one posterior sample: the reconstruction is the most likely
-        image given the latents whose ELBO is returned (half the work of
-        `model(images)["elbo"]` and `reconstruct(images)`).
-        """
-        images = self._check_images(images)
-
-        def elbo_and_reconstruction(images):
-            log_likelihood, kls, params = self._elbo_terms(images)
-            return log_likelihood - _total_kl(kls), self._images_from(params)
-
-        return self._compiled("elbo_and_reconstruction", elbo_and_reconstruction)(images)
-
-    def sample_around(self, image, fixed_layers, temperature=1.0, num_samples=8):
-        """Samples sharing the top `fixed_layers` latents of `image` (paper, Figure 6).
-
-        The top `fixed_layers` stochastic layers take a posterior sample of
-        the image's codes; the layers below are sampled from the prior at
-        `temperature`.
-
-        Args:
-            image: One image, `image_shape`.
-            fixed_layers: Number of top layers to fix, in 0..num_layers.
-            temperature: Prior temperature of the sampled layers.
-            num_samples: Number of images.
-
-        Returns:
-            uint8 tensor `(num_samples,) + image_shape`.
-        """
-        image = self._check_images(image, name="image", batched=False)
-        check_int("fixed_layers", fixed_layers, 0, self.num_layers)
-        check_temperature(temperature)
-        check_int("num_samples", num_samples, 1)
-        codes = self.encode(image[None], sample=True)
-
-        def around(codes, temperature):
-            latents = [ops.repeat(z, num_samples, axis=0) for z in codes[:fixed_layers]]
-            if not latents:
-                params, _, _ = self._top_down(num_samples, temperature=temperature)
-                return self._images_from(params, temperature)
-            return self._decode(latents + [None] * (self.num_layers - fixed_layers), temperature)
-
-        name = f"sample_around_{fixed_layers}_{num_samples}"
-        return self._compiled(name, around)(codes, tf.constant(temperature, tf.float32))
-
-    def interpolate(self, image_a, image_b, fixed_layers, steps=5, temperature=1.0):
-        """Decodes a linear interpolation between the latents of two images (paper, Figure 5).
-
-        The codes of the top `fixed_layers` stochastic layers are
-        interpolated linearly from a posterior sample of `image_a`'s codes to
-        one of `image_b`'s in `steps` steps (both ends included); the layers
-        below are sampled from the prior at `temperature`, with the same
-        noise for every step.
-
-        Args:
-            image_a, image_b: Images, `image_shape`.
-            fixed_layers: Number of top layers interpolated, in 1..num_layers.
-            steps: Number of images, >= 2.
-            temperature: Prior temperature of the remaining layers.
-
-        Returns:
-            uint8 tensor `(steps,) + image_shape`.
-        """
-        image_a = self._check_images(image_a, name="image_a", batched=False)
-        image_b = self._check_images(image_b, name="image_b", batched=False)
-        check_int("fixed_layers", fixed_layers, 1, self.num_layers)
-        check_int("steps", steps, 2)
-        check_temperature(temperature)
-        codes = self.encode(ops.stack([image_a, image_b]), sample=True)
-
-        def interpolate(codes, temperature):
-            weights = ops.reshape(ops.linspace(0.0, 1.0, steps), (steps, 1, 1, 1))
-            latents = [(1.0 - weights) * z[:1] + weights * z[1:] for z in codes[:fixed_layers]]
-            return self._decode(
-                latents + [None] * (self.num_layers - fixed_layers), temperature, shared_noise=True
-            )
-
-        name = f"interpolate_{fixed_layers}_{steps}"
-        return self._compiled(name, interpolate)(codes, tf.constant(temperature, tf.float32))
+        update_averaged_weights(self, self.ema_decay, applied)
 
     # ---------------------------------------------------------- serialization
 
@@ -710,8 +331,3 @@ class SDNVAE(BaseVAE):
             "skip_factor": self.skip_factor,
             "seed": self.seed,
         }
-
-
-def _total_kl(kls):
-    """The KL of all stochastic layers per image, from `[KL_l]`."""
-    return ops.sum(ops.stack(kls), axis=0)
