@@ -18,6 +18,7 @@ setuptools.setup(
     license="Apache-2.0",
     packages=setuptools.find_packages(include=["keras_sdn", "keras_sdn.*"]),
     python_requires=">=3.10",
+    entry_points={"console_scripts": ["keras-sdn = keras_sdn.cli:main"]},
     install_requires=[
         "tensorflow>=2.16",
         # >=3.5: checked to provide every public Keras API the package uses (3.0
