@@ -7,26 +7,21 @@ import pathlib
 from keras_sdn.export import MAX_TEMPERATURE
 
 
-def positive_int(text):
-    """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer_at_least(low, expected):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text):
-    """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+positive_int = _integer_at_least(1, "a positive integer")
+non_negative_int = _integer_at_least(0, "an integer >= 0")
 
 
 def temperature(text):
@@ -48,6 +43,19 @@ def run_folder(text):
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no run folder at {text}")
     return path
+
+
+def add_subcommand(subparsers, name, summary, description, command):
+    """A subcommand's parser: `summary` in `keras-sdn --help`, `description` (with examples)
+    in its own help, `command(args)` run by `keras_sdn.cli.main`."""
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(command=command)
+    return parser
 
 
 def add_run_argument(parser):

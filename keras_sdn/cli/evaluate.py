@@ -1,6 +1,5 @@
 """`keras-sdn evaluate`: test bits per dimension of a trained model."""
 
-import argparse
 import pathlib
 
 import keras
@@ -36,11 +35,8 @@ examples:
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="Test bits/dim of a trained model on a dataset.",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = arguments.add_subcommand(
+        subparsers, "evaluate", "Test bits/dim of a trained model on a dataset.", DESCRIPTION, run
     )
     arguments.add_run_argument(parser)
     parser.add_argument(
@@ -75,7 +71,6 @@ def add_parser(subparsers):
     )
     arguments.add_output_argument(parser, "evaluation.json", "the results")
     arguments.add_seed_argument(parser)
-    parser.set_defaults(command=run)
     return parser
 
 

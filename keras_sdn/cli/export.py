@@ -22,11 +22,8 @@ examples:
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "export",
-        help="Write a TensorFlow SavedModel for TF Serving.",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = arguments.add_subcommand(
+        subparsers, "export", "Write a TensorFlow SavedModel for TF Serving.", DESCRIPTION, run
     )
     arguments.add_run_argument(parser)
     parser.add_argument(
@@ -51,7 +48,6 @@ def add_parser(subparsers):
         help="The most images one request may send or ask for (default: 64).",
     )
     parser.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
-    parser.set_defaults(command=run)
     return parser
 
 

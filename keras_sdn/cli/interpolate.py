@@ -1,7 +1,5 @@
 """`keras-sdn interpolate`: decoded images between the latent codes of two images."""
 
-import argparse
-
 import numpy as np
 
 from keras_sdn.cli import arguments
@@ -26,11 +24,12 @@ examples:
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser(
+    parser = arguments.add_subcommand(
+        subparsers,
         "interpolate",
-        help="Decode a straight line between the latent codes of two images.",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Decode a straight line between the latent codes of two images.",
+        DESCRIPTION,
+        run,
     )
     arguments.add_run_argument(parser)
     parser.add_argument("image_a", metavar="IMAGE_A", help="The first image (PNG or JPEG).")
@@ -58,7 +57,6 @@ def add_parser(subparsers):
     )
     arguments.add_output_argument(parser, "interpolation.png", "the strip")
     arguments.add_seed_argument(parser)
-    parser.set_defaults(command=run)
     return parser
 
 
@@ -68,12 +66,7 @@ def run(args):
     run_ = Run(args.run)
     model = run_.model
     if args.fixed_layers is not None:
-        run_.require("SDNVAE", "--fixed-layers (a hierarchy of latent layers)")
-        if args.fixed_layers > model.num_layers:
-            raise CommandError(
-                f"--fixed-layers {args.fixed_layers}: the model has {model.num_layers} latent "
-                "layers"
-            )
+        run_.check_fixed_layers(args.fixed_layers)
     image_a, image_b = read_images([args.image_a, args.image_b], model)
     run_.reseed(args.seed)
     if run_.kind == "SDNVAE":

@@ -1,7 +1,5 @@
 """`keras-sdn reconstruct`: images through a trained model's encoder and decoder."""
 
-import argparse
-
 import keras
 import numpy as np
 
@@ -30,11 +28,12 @@ examples:
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser(
+    parser = arguments.add_subcommand(
+        subparsers,
         "reconstruct",
-        help="Encode and decode images: inputs above their reconstructions.",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Encode and decode images: inputs above their reconstructions.",
+        DESCRIPTION,
+        run,
     )
     arguments.add_run_argument(parser)
     parser.add_argument(
@@ -48,7 +47,6 @@ def add_parser(subparsers):
     )
     arguments.add_output_argument(parser, "reconstructions.png", "the grid")
     arguments.add_seed_argument(parser)
-    parser.set_defaults(command=run)
     return parser
 
 

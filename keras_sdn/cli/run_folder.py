@@ -112,6 +112,15 @@ class Run:
                 f"{what} needs a run of an {kind}; {self.directory} holds a {self.kind}"
             )
 
+    def check_fixed_layers(self, fixed_layers):
+        """Raises a `CommandError` unless the model is an SDNVAE with `fixed_layers` layers."""
+        self.require("SDNVAE", "--fixed-layers (a hierarchy of latent layers)")
+        if fixed_layers > self.model.num_layers:
+            raise CommandError(
+                f"--fixed-layers {fixed_layers}: the model has {self.model.num_layers} latent "
+                "layers"
+            )
+
     def reseed(self, seed):
         """Sets the state of every random generator of the model from `seed`.
 
