@@ -295,12 +295,12 @@ def test_failed_commands_exit_1_and_write_nothing(sdn_run, photos, tmp_path, cap
         (["sample", sdn_run, "--around", photos / "wide.png"], ["--fixed-layers"]),
         (["sample", sdn_run, "--around", photos / "wide.png", "--fixed-layers", 3],
          ["2 latent layers"]),
-        (["sample", sdn_run, "--raw"], [".npy"]),
+        (["sample", sdn_run, "--raw"], ["--raw writes a NumPy array (.npy)"]),
         (["evaluate", sdn_run, "--dataset", photos / "nothing"], ["name"]),
         (["sample", tmp_path], ["holds no model.keras"]),
     ]  # fmt: skip
     for arguments, words in failures:
-        status, captured = run_command(capsys, *arguments, "--output", output_dir / "result")
+        status, captured = run_command(capsys, *arguments, "--output", output_dir / "result.png")
         assert status == 1, arguments
         assert_one_line_error(captured.err, *words)
     assert list(output_dir.iterdir()) == []
@@ -335,7 +335,8 @@ def test_console_script_and_python_m(sdn_run, tmp_path):
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     script = (
         "import sys, importlib.metadata as m;"
-        f"ep = [e for e in m.PathDistribution({str(info)!r}).entry_points if e.name == 'keras-sdn'][0];"
+        "from pathlib import Path;"
+        f"ep = [e for e in m.PathDistribution(Path({str(info)!r})).entry_points if e.name == 'keras-sdn'][0];"
         "sys.exit(ep.load()())"
     )
     output = tmp_path / "samples.npy"

@@ -78,11 +78,15 @@ def add_parser(subparsers):
 def run(args):
     if (args.around is None) != (args.fixed_layers is None):
         raise CommandError("--around IMAGE and --fixed-layers K go together: give both or none")
-    suffix = ".npy" if args.raw else ".png"
-    if args.output.suffix.lower() != suffix:
+    other_format = ".png" if args.raw else ".npy"
+    if args.output.suffix.lower() == other_format:
         raise CommandError(
-            f"--output {args.output} should end with {suffix} "
-            f"({'a NumPy array, --raw' if args.raw else 'a PNG grid; --raw writes .npy'})"
+            f"--output {args.output}: "
+            + (
+                "--raw writes a NumPy array (.npy)"
+                if args.raw
+                else "a grid is a PNG image; --raw writes .npy"
+            )
         )
     run_ = Run(args.run)
     model = run_.model
