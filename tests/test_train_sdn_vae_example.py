@@ -39,7 +39,7 @@ def run(output_dir, *arguments):
         capture_output=True,
         text=True,
         env=environment,
-        timeout=600,
+        timeout=1200,
     )
 
 
