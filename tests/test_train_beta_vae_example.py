@@ -11,6 +11,8 @@ import keras
 import numpy as np
 from PIL import Image
 
+import keras_sdn.models  # noqa: F401 (registers BetaVAE for keras.models.load_model)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "train_beta_vae.py"
 EVAL_IMAGES = 10
