@@ -39,6 +39,7 @@ setuptools.setup(
     license="Apache-2.0",
     packages=setuptools.find_packages(include=["keras_sdn", "keras_sdn.*"]),
     python_requires=">=3.10",
+    entry_points={"console_scripts": ["keras-sdn = keras_sdn.cli:main"]},
     install_requires=[
         # Lower bounds: the releases the test suite runs on; upper bounds: the next
         # major release (docs/compatibility.md). Private code used in between is

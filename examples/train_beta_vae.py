@@ -22,7 +22,11 @@ reconstruction error, and writes to `--output-dir`:
   above the row of their reconstructions;
 - `traversals_<decoder>_beta<β>.png`: a held-out scene (left column) and its
   decodings with one latent at a time (rows, labelled with the latent's mean
-  KL; collapsed latents are greyed) set to each value of the top row.
+  KL; collapsed latents are greyed) set to each value of the top row;
+- `<decoder>_beta<β>/`: one run folder per model, with the trained model
+  `model.keras` (`keras.models.load_model`) and its `results.json`; the
+  `keras-sdn` command samples, reconstructs, interpolates and evaluates it
+  (e.g. `keras-sdn sample beta_vae_results/sdn_beta4 --output samples.png`).
 
 The defaults are sized for two CPU cores (8.4 CPU-minutes): 1,200 steps of
 batch 32 per model, Adam at 2e-3 with a cosine decay to 2e-4, β warmed up
@@ -43,16 +47,19 @@ authors set no step limit, 300,000 steps is Locatello et al.'s budget).
 `--strategy mirrored` trains on all local GPUs, `--strategy multi_worker` on
 several machines (TF_CONFIG, see the README), `--strategy tpu --tpu NAME` on a
 TPU; `--batch-size` is the global batch. Every `--backup-every` steps the
-training state is backed up in `--output-dir`/backup_<model> (deleted once the
-model is trained): a run that is killed and started again with the same
-arguments continues the model it was training (its learning curve then starts
-where it resumed).
+training state is backed up in the model's folder, `<decoder>_beta<β>/backup`
+(deleted once `model.keras` is written). Running the command again continues:
+models with a `model.keras` trained with the same settings are kept (their
+numbers are read back, not recomputed), a model whose training was killed
+resumes from its last backup (its learning curve then starts where it
+resumed), and the rest are trained; `--restart` trains them all again.
 """
 
 import argparse
 import json
 import os
 import pathlib
+import shutil
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,6 +74,11 @@ from PIL import Image  # noqa: E402
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
+from keras_sdn.cli.run_folder import MODEL_FILE  # noqa: E402
+from keras_sdn.cli.run_folder import RESULTS_FILE  # noqa: E402
+from keras_sdn.cli.run_folder import relative_path  # noqa: E402
+from keras_sdn.cli.run_folder import save_model  # noqa: E402
+from keras_sdn.cli.run_folder import write_json  # noqa: E402
 from keras_sdn.data import DatasetNotAvailableError  # noqa: E402
 from keras_sdn.data import Shapes3D  # noqa: E402
 from keras_sdn.data import SyntheticShapes  # noqa: E402
@@ -100,6 +112,8 @@ RECONSTRUCTIONS_PER_ROW = 8
 # (nats) says almost nothing about the image: it is marked as collapsed.
 COLLAPSED_KL = 0.05
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}
+# Arguments that choose which models to train, and how, but not the models themselves.
+NOT_MODEL_SETTINGS = ("output_dir", "decoders", "betas", "verbose", "restart", "strategy", "tpu")
 
 
 def parse_args(argv=None):
@@ -174,6 +188,12 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity"
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="Train the chosen models again, deleting their folders in --output-dir (by "
+        "default, finished models there are kept and an interrupted one resumes).",
     )
     add_strategy_arguments(parser)
     args = parser.parse_args(argv)
@@ -400,7 +420,7 @@ def build_model(decoder, beta, args, image_shape, strategy):
     return model
 
 
-def train(model, name, held_out, args, output_dir):
+def train(model, held_out, args, run_dir):
     """Trains `model` with backups every `--backup-every` steps; returns its held-out curve."""
     # --batch-size is the global batch, split over the strategy's replicas.
     train_images = load_images(
@@ -415,7 +435,7 @@ def train(model, name, held_out, args, output_dir):
         validation_data=held_out_dataset(held_out),
         shuffle=False,
         verbose=args.verbose,
-        callbacks=[BackupAndRestore(output_dir / f"backup_{name}"), curve],
+        callbacks=[BackupAndRestore(run_dir / "backup", delete_checkpoint=False), curve],
     )
     return curve
 
@@ -445,12 +465,44 @@ def save_pictures(model, name, title, held_out, reconstructions, error, kls, out
     )
 
 
+def model_settings(args):
+    """The settings that make a model and its numbers, with paths relative to --output-dir."""
+    settings = {key: value for key, value in vars(args).items() if key not in NOT_MODEL_SETTINGS}
+    if args.data_dir is not None:
+        settings["data_dir"] = relative_path(args.data_dir, args.output_dir)
+    return settings
+
+
+def model_name(decoder, beta):
+    return f"{decoder}_beta{beta:g}"
+
+
+def finished_result(run_dir, settings):
+    """The result of the model in `run_dir` if it is trained with `settings`, else None."""
+    if not (run_dir / MODEL_FILE).exists():
+        return None
+    record = json.loads((run_dir / RESULTS_FILE).read_text())
+    if record["settings"] != settings:
+        differing = sorted(
+            key
+            for key in set(settings) | set(record["settings"])
+            if settings.get(key) != record["settings"].get(key)
+        )
+        raise SystemExit(
+            f"{run_dir} holds a model trained with other settings (differing: "
+            f"{', '.join(differing)}): pass --restart to train it again, or choose another "
+            "--output-dir."
+        )
+    return record["result"]
+
+
 def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, strategy):
     keras.utils.set_random_seed(args.seed)
-    name = f"{decoder}_beta{beta:g}"
+    name = model_name(decoder, beta)
+    run_dir = output_dir / name
     model = build_model(decoder, beta, args, held_out.shape[1:], strategy)
     start = time.time()
-    curve = train(model, name, held_out, args, output_dir)
+    curve = train(model, held_out, args, run_dir)
     train_seconds = time.time() - start
 
     start = time.time()
@@ -467,10 +519,7 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
     reconstructions = np.asarray(model.reconstruct(held_out))
     error = mean_absolute_error(held_out, reconstructions, args.num_bits)
     kls = latent_kls(model, held_out)
-    if is_chief(strategy):
-        title = f"{decoder} decoder, β = {beta:g}"
-        save_pictures(model, name, title, held_out, reconstructions, error, kls, output_dir)
-    return {
+    result = {
         "decoder": decoder,
         "beta": beta,
         "elbo": float(elbo["elbo"]),
@@ -486,6 +535,14 @@ def train_and_evaluate(decoder, beta, ground_truth, held_out, args, output_dir, 
         "evaluation_seconds": round(time.time() - start, 1),
         "curve": curve.points,
     }
+    if is_chief(strategy):
+        title = f"{decoder} decoder, β = {beta:g}"
+        save_pictures(model, name, title, held_out, reconstructions, error, kls, output_dir)
+        record = {"dataset": args.dataset, "settings": model_settings(args), "result": result}
+        write_json(run_dir / RESULTS_FILE, record)
+        save_model(model, run_dir)  # a folder with model.keras holds a finished model
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    return result
 
 
 def held_out_dataset(images, batch_size=128):
@@ -518,19 +575,32 @@ def main(argv=None):
     held_out = next(held_out.as_numpy_iterator())
 
     strategy = strategy_from_name(args.strategy, args.tpu)
+    settings = model_settings(args)
     results = []
     for decoder in args.decoders:
         for beta in args.betas:
-            result = train_and_evaluate(
-                decoder, beta, ground_truth, held_out, args, output_dir, strategy
-            )
+            run_dir = output_dir / model_name(decoder, beta)
+            if args.restart:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            result = finished_result(run_dir, settings)
+            if result is None:
+                result = train_and_evaluate(
+                    decoder, beta, ground_truth, held_out, args, output_dir, strategy
+                )
+            else:
+                print(f"Keeping the trained model in {run_dir} (--restart trains it again)")
             results.append(result)
             print(json.dumps(result), flush=True)
             if not is_chief(strategy):
                 continue  # with several workers, the chief writes the outputs
             # Written after every model so that an interrupted run keeps its numbers.
-            with open(output_dir / "results.json", "w") as file:
-                json.dump({"settings": vars(args), "results": results}, file, indent=2)
+            write_json(
+                output_dir / RESULTS_FILE,
+                {
+                    "settings": {"decoders": args.decoders, "betas": args.betas, **settings},
+                    "results": results,
+                },
+            )
 
     if not is_chief(strategy):
         return results

@@ -5,12 +5,16 @@ at 16x16, a few minutes on 2 CPU cores:
 
     python examples/train_sdn_vae.py
 
-Writes into --output-dir:
+Writes the run folder --output-dir (default runs/sdn_vae):
+    model.keras    the trained model (keras.models.load_model; it samples and
+                   evaluates with its averaged weights), written last: the
+                   `keras-sdn` command uses it (keras-sdn sample runs/sdn_vae)
     logs/          TensorBoard logs (tensorboard --logdir runs/sdn_vae/logs): the
                    metrics of every epoch, the sample and reconstruction grids
-    checkpoint/    weights, optimizer state and epoch after every epoch;
-                   rerun with --resume (and more --epochs) to continue
-    results.json   test bits/dim (ELBO and importance-weighted), time per step, settings
+    checkpoint/    weights, optimizer state, epoch and training time after every
+                   epoch
+    results.json   test bits/dim (ELBO and importance-weighted), training seconds
+                   and steps, time per step, settings
     samples.png    samples from the prior at temperatures 1.0, 0.8, 0.6, 0.4: for
                    each latent sample the decoder's most likely image (as the
                    authors display samples)
@@ -18,6 +22,11 @@ Writes into --output-dir:
     saved_model/   TensorFlow SavedModel (keras_sdn.export.export_for_serving):
                    `serving_default` (images -> bits/dim, reconstruction),
                    `encode` (images -> latents), `sample` (count, temperature -> images)
+
+Running the command again continues the run in --output-dir, as Keras'
+BackupAndRestore does: an interrupted run resumes after its last epoch, a
+finished run says so and stops (a larger --epochs or --train-seconds trains it
+further); --restart starts over.
 """
 
 import argparse
@@ -25,7 +34,7 @@ import functools
 import json
 import os
 import pathlib
-import statistics
+import shutil
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,6 +48,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.framework import summary_pb2  # noqa: E402
 
+from keras_sdn.cli.evaluate import bits_per_dim  # noqa: E402
+from keras_sdn.cli.run_folder import MODEL_FILE  # noqa: E402
+from keras_sdn.cli.run_folder import relative_path  # noqa: E402
+from keras_sdn.cli.run_folder import save_model  # noqa: E402
+from keras_sdn.cli.run_folder import write_json  # noqa: E402
 from keras_sdn.data import DATASET_NAMES  # noqa: E402
 from keras_sdn.data import DatasetNotAvailableError  # noqa: E402
 from keras_sdn.data import load_images  # noqa: E402
@@ -54,8 +68,14 @@ TEMPERATURES = (1.0, 0.8, 0.6, 0.4)
 # Learning rates of the authors' runs (CelebA-HQ needed a smaller one).
 LEARNING_RATES = {"celebahq256": 1e-3}
 DEFAULT_LEARNING_RATE = 2e-3
-# (image, importance sample) pairs per forward pass in the evaluation.
-EVAL_BATCH_SIZE = 512
+# What a run writes into --output-dir (--restart deletes these).
+RUN_OUTPUTS = (
+    "checkpoint", "logs", "saved_model", "results.json", "samples.png", "reconstructions.png",
+    MODEL_FILE,
+)  # fmt: skip
+TRAINING_TIME_FILE = "training_time.json"  # in checkpoint/
+# Epochs when --train-seconds bounds the training instead.
+UNBOUNDED_EPOCHS = 10**6
 
 
 def dataset_name_or_directory(value):
@@ -111,7 +131,19 @@ def parse_args(argv=None):
         default=None,
         help="Square image side to resize to (default: 16 for tiny, else the preset's).",
     )
-    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="Epochs of --steps-per-epoch steps (default: 25; with --train-seconds, no limit).",
+    )
+    parser.add_argument(
+        "--train-seconds",
+        type=float,
+        default=None,
+        help="Train until this many seconds of training steps (evaluation and the first, "
+        "compiling step not counted); the step count is whatever fits.",
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
@@ -124,7 +156,9 @@ def parse_args(argv=None):
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--output-dir", default="runs/sdn_vae")
     parser.add_argument(
-        "--resume", action="store_true", help="Continue from the checkpoint in --output-dir."
+        "--restart",
+        action="store_true",
+        help="Delete the run in --output-dir and start over (by default a run there is continued).",
     )
     parser.add_argument("--test-examples", type=int, default=256)
     parser.add_argument("--importance-samples", type=int, default=16)
@@ -134,7 +168,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     positive = (
         "epochs", "steps_per_epoch", "batch_size", "test_examples", "importance_samples",
-        "samples_per_temperature", "image_size", "learning_rate",
+        "samples_per_temperature", "image_size", "learning_rate", "train_seconds",
     )  # fmt: skip
     for name in positive:
         value = getattr(args, name)
@@ -142,7 +176,24 @@ def parse_args(argv=None):
             parser.error(
                 f"argument --{name.replace('_', '-')}: expected a positive value, got {value}"
             )
+    if args.epochs is None:
+        args.epochs = 25 if args.train_seconds is None else UNBOUNDED_EPOCHS
     return args
+
+
+def image_size_note(args, image_size):
+    """Says at which size the model trains, and how to choose another."""
+    chosen = "--image-size" if args.image_size else f"the {args.preset} preset's size"
+    prepared = "center-cropped and resized to" if os.path.isdir(args.dataset) else "at"
+    presets = ", ".join(
+        f"{name} {PRESETS[name]['image_shape'][0]}x{PRESETS[name]['image_shape'][1]}"
+        for name in sorted(PRESETS)
+        if name != args.preset
+    )
+    return (
+        f"Training on {args.dataset} images {prepared} {image_size}x{image_size} ({chosen}). "
+        f"Another size: --image-size N, or another --preset ({presets})."
+    )
 
 
 @exits_on_user_error
@@ -152,6 +203,7 @@ def build_model(args):
     if image_size is not None:
         overrides["image_shape"] = (image_size, image_size, PRESETS[args.preset]["image_shape"][-1])
     model = SDNVAE.from_preset(args.preset, **overrides)
+    print(image_size_note(args, model.image_shape[0]))
     learning_rate = args.learning_rate or LEARNING_RATES.get(args.preset, DEFAULT_LEARNING_RATE)
     model.compile(optimizer=keras.optimizers.Adamax(learning_rate, epsilon=1e-8))
     return model
@@ -166,9 +218,9 @@ def check_resumed_model(model, checkpoint_dir):
     config_path = checkpoint_dir / "model_config.json"
     if config_path.exists() and json.loads(config_path.read_text()) != config:
         raise SystemExit(
-            f"The checkpoint in {checkpoint_dir} is of a different model: resume with the "
+            f"The checkpoint in {checkpoint_dir} is of a different model: continue it with the "
             "--preset, --image-size, --no-sdn and --mixed-precision of the run "
-            "that wrote it."
+            "that wrote it, or pass --restart to delete it and start over."
         )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2))
@@ -225,39 +277,47 @@ class SummaryLogger(keras.callbacks.Callback):
         self.writer.flush()
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of every training step after the first epoch (which includes tracing)."""
+class TrainingClock(keras.callbacks.Callback):
+    """Training time: the wall time of the training steps, evaluation excluded.
 
-    def __init__(self):
+    The first step of every `fit` (it traces and compiles the training step)
+    is not counted. The totals are kept in `path` (JSON) after every epoch,
+    so that a resumed run counts on. With `budget_seconds`, training stops
+    after the step that reaches it (that epoch ends early).
+
+    Args:
+        path: JSON file of the totals, `{"seconds", "timed_steps"}`.
+        budget_seconds: Seconds of training after which to stop, or None.
+    """
+
+    def __init__(self, path, budget_seconds=None):
         super().__init__()
-        self.seconds = []
+        self.path = path
+        self.budget_seconds = budget_seconds
+        record = json.loads(path.read_text()) if path.exists() else {}
+        self.seconds = record.get("seconds", 0.0)
+        self.timed_steps = record.get("timed_steps", 0)
+
+    @property
+    def out_of_time(self):
+        return self.budget_seconds is not None and self.seconds >= self.budget_seconds
+
+    def on_train_begin(self, logs=None):
+        self._compiled = False
 
     def on_train_batch_begin(self, batch, logs=None):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._epoch > self._first_epoch:
-            self.seconds.append(time.perf_counter() - self._start)
+        if self._compiled:
+            self.seconds += time.perf_counter() - self._start
+            self.timed_steps += 1
+        self._compiled = True
+        if self.out_of_time:
+            self.model.stop_training = True
 
-    def on_train_begin(self, logs=None):
-        self._first_epoch = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        if self._first_epoch is None:
-            self._first_epoch = epoch
-
-
-def evaluate_bits_per_dim(model, test, num_samples):
-    """Mean test bits/dim of the ELBO and of the importance-weighted bound."""
-    elbo_bpd, weighted_bpd = [], []
-    for images in test:
-        elbo_bpd.append(model.bits_per_dim(model.log_likelihood(images, num_samples=1)))
-        weighted = model.log_likelihood(
-            images, num_samples=num_samples, max_batch_size=EVAL_BATCH_SIZE
-        )
-        weighted_bpd.append(model.bits_per_dim(weighted))
-    return float(np.mean(np.concatenate(elbo_bpd))), float(np.mean(np.concatenate(weighted_bpd)))
+    def on_epoch_end(self, epoch, logs=None):
+        write_json(self.path, {"seconds": self.seconds, "timed_steps": self.timed_steps})
 
 
 def image_row(model, images):
@@ -316,15 +376,57 @@ def export_model(model, directory):
     export_for_serving(model, directory, overwrite=True)
 
 
+def run_state(output_dir):
+    """`(epochs done, training seconds)` of the run in `output_dir`, or None if it has none."""
+    pointer = output_dir / "checkpoint" / BackupAndRestore.POINTER
+    if not pointer.exists():
+        return None
+    clock = output_dir / "checkpoint" / TRAINING_TIME_FILE
+    seconds = json.loads(clock.read_text())["seconds"] if clock.exists() else 0.0
+    return json.loads(pointer.read_text())["epoch"], seconds
+
+
+def finished_message(output_dir, epochs_done):
+    """What a finished run holds, and how to use it, train it further or start over."""
+    results = json.loads((output_dir / "results.json").read_text())
+    return (
+        f"{output_dir} holds a finished run: {results['training_steps']} steps in "
+        f"{epochs_done} epoch{'' if epochs_done == 1 else 's'}, test bits/dim {results['test_bits_per_dim_importance_weighted']:.3f} "
+        "(results.json). Nothing to do.\n"
+        f"  Use its model:   keras-sdn sample {output_dir} --output samples.png "
+        "(keras-sdn --help lists the commands)\n"
+        "  Train it longer: this command with a larger --epochs (or --train-seconds)\n"
+        "  Start over:      this command with --restart (deletes the run), or another --output-dir"
+    )
+
+
+def delete_run(output_dir):
+    """Deletes what a run wrote into `output_dir` (nothing else there)."""
+    for name in RUN_OUTPUTS:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def main(argv=None):
     start = time.perf_counter()
     args = parse_args(argv)
     output_dir = pathlib.Path(args.output_dir)
     checkpoint_dir = output_dir / "checkpoint"
-    if checkpoint_dir.exists() and not args.resume:
-        raise SystemExit(
-            f"{checkpoint_dir} holds a checkpoint: pass --resume to continue it, or choose "
-            "another --output-dir."
+    if args.restart:
+        delete_run(output_dir)
+    state = run_state(output_dir)
+    if state is not None:
+        epochs_done, seconds = state
+        out_of_time = args.train_seconds is not None and seconds >= args.train_seconds
+        if (output_dir / MODEL_FILE).exists() and (epochs_done >= args.epochs or out_of_time):
+            print(finished_message(output_dir, epochs_done))
+            return
+        print(
+            f"Continuing the run in {output_dir} after epoch {epochs_done} ({seconds:.0f} s of "
+            "training); pass --restart to start over."
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
@@ -336,8 +438,9 @@ def main(argv=None):
         model = build_model(args)
     train, test = datasets(args, model)  # a bad dataset stops here, before a checkpoint
     check_resumed_model(model, checkpoint_dir)
-    timer = StepTimer()
-    callbacks = [BackupAndRestore(checkpoint_dir, delete_checkpoint=False), timer]
+    clock = TrainingClock(checkpoint_dir / TRAINING_TIME_FILE, args.train_seconds)
+    # The clock records its time after the backup of the same epoch.
+    callbacks = [BackupAndRestore(checkpoint_dir, delete_checkpoint=False), clock]
     logger = SummaryLogger(output_dir / "logs" / "train") if is_chief(strategy) else None
     if logger:
         callbacks.append(logger)
@@ -345,26 +448,30 @@ def main(argv=None):
     if not is_chief(strategy):
         return  # with several workers, the chief evaluates and writes the outputs
 
-    elbo_bpd, weighted_bpd = evaluate_bits_per_dim(model, test, args.importance_samples)
+    elbo_bpd, weighted_bpd, _ = bits_per_dim(model, test, args.importance_samples)
     results = {
         "test_bits_per_dim_elbo": elbo_bpd,
         "test_bits_per_dim_importance_weighted": weighted_bpd,
         "importance_samples": args.importance_samples,
         "test_examples": args.test_examples,
         "training_steps": int(model.optimizer.iterations.numpy()),
-        "seconds_per_step": statistics.median(timer.seconds) if timer.seconds else None,
+        "training_seconds": round(clock.seconds, 2),
+        "seconds_per_step": clock.seconds / clock.timed_steps if clock.timed_steps else None,
+        "train_seconds_budget": args.train_seconds,
         "skipped_updates": int(model.update_skipper.skipped_updates.numpy())
         if model.update_skipper is not None
         else 0,
         "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-        "dataset": args.dataset,
+        "dataset": args.dataset
+        if args.dataset in DATASET_NAMES
+        else relative_path(args.dataset, output_dir),
         "preset": args.preset,
         "use_sdn": not args.no_sdn,
         "image_shape": list(model.image_shape),
         "num_bits": model.num_bits,
         "batch_size": args.batch_size,
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(output_dir / "results.json", results)
     print(json.dumps(results, indent=2))
 
     step = int(model.optimizer.iterations.numpy())
@@ -374,9 +481,12 @@ def main(argv=None):
     reconstructions = save_reconstructions(model, test_images, output_dir / "reconstructions.png")
     logger.write_image("reconstructions", reconstructions, step)
     export_model(model, output_dir / "saved_model")
+    save_model(model, output_dir)  # last: a run with model.keras is finished
     print(
-        f"Wrote {output_dir}/: logs/, checkpoint/, results.json, samples.png, "
-        f"reconstructions.png, saved_model/ in {time.perf_counter() - start:.0f} s"
+        f"Wrote {output_dir}/: {MODEL_FILE}, logs/, checkpoint/, results.json, samples.png, "
+        f"reconstructions.png, saved_model/ in {time.perf_counter() - start:.0f} s\n"
+        f"Use the model: keras-sdn sample {output_dir} --output samples.png "
+        "(keras-sdn --help lists the commands)"
     )
 
 

@@ -7,8 +7,11 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 from PIL import Image
+
+import keras_sdn.models  # noqa: F401 (registers BetaVAE for keras.models.load_model)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "train_beta_vae.py"
@@ -49,6 +52,27 @@ def test_example_writes_numbers_and_plots(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     report = json.loads((tmp_path / "results.json").read_text())
+    assert "output_dir" not in report["settings"]  # no machine paths in the record
+    # One run folder per model: its model.keras and results, the backups gone.
+    for decoder in ("conv", "sdn"):
+        for beta in betas:
+            run_dir = tmp_path / f"{decoder}_beta{beta:g}"
+            model = keras.models.load_model(run_dir / "model.keras")
+            assert (model.decoder, model.beta, int(model.steps_trained.numpy())) == (
+                decoder,
+                beta,
+                4,
+            )
+            record = json.loads((run_dir / "results.json").read_text())
+            assert record["dataset"] == "synthetic_shapes"
+            assert record["result"] in report["results"]
+            assert not (run_dir / "backup").exists()
+
+    # The same command again keeps the trained models and their numbers.
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("Keeping the trained model in") == 4
+    assert json.loads((tmp_path / "results.json").read_text()) == report
     assert report["settings"]["betas"] == betas
     runs = {(r["decoder"], r["beta"]): r for r in report["results"]}
     assert set(runs) == {(d, b) for d in ("conv", "sdn") for b in betas}

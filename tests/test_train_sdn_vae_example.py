@@ -7,11 +7,13 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 from PIL import Image
 from tensorflow.core.util import event_pb2
+
+from keras_sdn.models import SDNVAE
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_sdn_vae.py"
 _spec = importlib.util.spec_from_file_location("train_sdn_vae", SCRIPT)
@@ -37,7 +39,7 @@ def run(output_dir, *arguments):
         capture_output=True,
         text=True,
         env=environment,
-        timeout=600,
+        timeout=1200,
     )
 
 
@@ -56,13 +58,20 @@ def logged_images(log_dir):
     return images
 
 
-def test_train_evaluate_sample_export_and_resume(tmp_path):
-    first = run(tmp_path, "--epochs=1")
+def test_train_evaluate_sample_export_and_continue(tmp_path, capsys):
+    # The first step (it compiles) is not counted: the budget stops training after the second.
+    budget = ["--train-seconds=1e-6", "--steps-per-epoch=5"]
+    first = run(tmp_path, *budget)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "bpd" in first.stdout  # the progress bar
+    assert "Training on synthetic_shapes images at 8x8 (--image-size)" in first.stdout
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["training_steps"] == 2
+    assert results["train_seconds_budget"] == 1e-6 and results["training_seconds"] > 0
+    assert results["dataset"] == "synthetic_shapes"
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert isinstance(model, SDNVAE) and int(model.optimizer.iterations.numpy()) == 2
     assert results["use_sdn"] is False and results["image_shape"] == [8, 8, 3]
     assert 0 < results["test_bits_per_dim_importance_weighted"] < 16
     assert 0 < results["test_bits_per_dim_elbo"] < 16
@@ -84,10 +93,34 @@ def test_train_evaluate_sample_export_and_resume(tmp_path):
     samples = exported.signatures["sample"](count=tf.constant([2]), temperature=tf.constant([0.8]))
     assert samples["images"].shape == (2, 8, 8, 3) and samples["images"].dtype == tf.uint8
 
-    with pytest.raises(SystemExit, match="--resume"):
-        example.main([f"--output-dir={tmp_path}", *ARGUMENTS, "--epochs=2"])
+    # The same command again: the run is finished, the command says so and what to do.
+    example.main([f"--output-dir={tmp_path}", *ARGUMENTS, *budget])
+    message = capsys.readouterr().out
+    assert f"{tmp_path} holds a finished run: 2 steps in 1 epoch" in message
+    for advice in ("keras-sdn sample", "--epochs", "--restart"):
+        assert advice in message
+    assert json.loads((tmp_path / "results.json").read_text()) == results
 
-    resumed = run(tmp_path, "--epochs=2", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
-    assert json.loads((tmp_path / "results.json").read_text())["training_steps"] == 4
+    # More epochs continue it.
+    continued = run(tmp_path, "--epochs=2", "--steps-per-epoch=5")
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    assert f"Continuing the run in {tmp_path} after epoch 1" in continued.stdout
+    assert "Epoch 2/2" in continued.stdout and "Epoch 1/2" not in continued.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["training_steps"] == 7
+
+
+def test_restart_deletes_only_the_run(tmp_path):
+    for name in example.RUN_OUTPUTS:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "file").write_text("written by a run")
+    (tmp_path / "notes.txt").write_text("the user's")
+    example.delete_run(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_the_image_size_is_announced_with_how_to_change_it(tmp_path):
+    args = example.parse_args(["--dataset", str(tmp_path)])
+    note = example.image_size_note(args, 16)
+    assert f"Training on {tmp_path} images center-cropped and resized to 16x16" in note
+    assert "the tiny preset's size" in note and "--image-size N" in note
+    assert "cifar10 32x32" in note

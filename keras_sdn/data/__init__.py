@@ -11,6 +11,7 @@ from keras_sdn.data.images import DATASET_NAMES
 from keras_sdn.data.images import directory_split
 from keras_sdn.data.images import load_images
 from keras_sdn.data.images import quantize
+from keras_sdn.data.images import square_image
 from keras_sdn.data.shapes3d import Shapes3D
 from keras_sdn.data.synthetic_shapes import SyntheticShapes
 from keras_sdn.data.tfds_sources import DatasetNotAvailableError
@@ -21,6 +22,7 @@ __all__ = [
     "directory_split",
     "load_images",
     "quantize",
+    "square_image",
     "Shapes3D",
     "SyntheticShapes",
     "DatasetNotAvailableError",

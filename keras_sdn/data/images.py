@@ -319,14 +319,28 @@ def directory_split(directory, split, test_fraction=DEFAULT_TEST_FRACTION):
     return [str(root / path) for path in chosen]
 
 
-def _read_square_image(path, image_size):
-    """Decodes a PNG or JPEG file to RGB, crops its centre square and resizes it."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+def square_image(image, image_size):
+    """Crops the centre square of a uint8 `(H, W, C)` image and resizes it, anti-aliased.
+
+    What `load_images` does to the images of a directory.
+
+    Args:
+        image: uint8 tensor `(height, width, channels)`.
+        image_size: side of the result.
+
+    Returns:
+        uint8 tensor `(image_size, image_size, channels)`.
+    """
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     side = tf.minimum(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    square = image[top : top + side, left : left + side]
-    return tf.ensure_shape(_resize(square, image_size), (image_size, image_size, 3))
+    return _resize(image[top : top + side, left : left + side], image_size)
+
+
+def _read_square_image(path, image_size):
+    """Decodes a PNG or JPEG file to RGB, crops its centre square and resizes it."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return tf.ensure_shape(square_image(image, image_size), (image_size, image_size, 3))
 
 
 def _directory_images(
