@@ -36,7 +36,8 @@ setuptools.setup(
     # ruff: run by tests/test_style.py; its minor releases change the format style and the rules,
     # so one minor release is pinned.
     extras_require={
-        "test": ["pytest", "scipy", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"],
+        "test": ["pytest", "scipy", "scikit-learn", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"],
+        "photos": ["scikit-learn"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

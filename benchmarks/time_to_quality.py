@@ -28,6 +28,7 @@ import copy
 import json
 import math
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,6 +44,9 @@ from vae_convergence import Run  # noqa: E402
 from vae_convergence import add_recipe_arguments  # noqa: E402
 from vae_convergence import build_model  # noqa: E402
 from vae_convergence import datasets  # noqa: E402
+
+# `--dataset` value for the photographs scikit-learn ships, cut into patches.
+SAMPLE_PHOTOS = "sample_photos"
 
 # Keys of a configuration that set the recipe; all others are SDNVAE arguments.
 RECIPE_KEYS = ("use_sdn", "learning_rate", "batch_size")
@@ -117,12 +121,25 @@ def parse_args(argv=None):
         "--curves-from",
         nargs="+",
         default=[],
-        help="JSON files written by this script whose curves are used instead of training.",
+        help="JSON files written by this script whose curves (of the selected configurations, "
+        "any seed) are used instead of training.",
+    )
+    parser.add_argument(
+        "--photo-stride",
+        type=int,
+        default=None,
+        help=f"With --dataset {SAMPLE_PHOTOS}: pixels between patches (default: the image size, "
+        "patches side by side).",
     )
     parser.add_argument("--output", default="benchmarks/time_to_quality.json")
     parser.add_argument("--plot", default="benchmarks/time_to_quality.png")
     args = parser.parse_args(argv)
     args.configurations = selected_configurations(args)
+    args.settings = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("output", "plot", "configuration", "curves_from", "step_times_from")
+    }
     for budget in args.budgets:
         if not budget > 0:
             parser.error(f"Expected --budgets of positive seconds. Received: --budgets {budget}")
@@ -187,7 +204,8 @@ def measure_step_times(args):
     """Seconds per training step of each configuration, measured in turns.
 
     Returns:
-        `{name: {"step_seconds": median, "rounds": [seconds per step of each round]}}`.
+        `{name: {"step_seconds": median, "rounds": [seconds per step of each round],
+        "load_average": the machine's 1, 5 and 15 minute load averages at the end}}`.
     """
     runs = [
         start_run(args, name, configuration, args.seeds[0])
@@ -206,8 +224,9 @@ def measure_step_times(args):
             + "  ".join(f"{name} {times[-1] * 1e3:.1f} ms" for name, times in rounds.items()),
             flush=True,
         )
+    load = [round(value, 2) for value in os.getloadavg()]
     return {
-        name: {"step_seconds": float(np.median(times)), "rounds": times}
+        name: {"step_seconds": float(np.median(times)), "rounds": times, "load_average": load}
         for name, times in rounds.items()
     }
 
@@ -342,13 +361,12 @@ def load_step_times(args):
 
 
 def reused_runs(args):
-    """Runs found in `--curves-from` files, keyed by (configuration, seed)."""
+    """Runs of the selected configurations in `--curves-from` files, by (configuration, seed)."""
     runs = {}
     for path in args.curves_from:
         with open(path) as file:
             for run in json.load(file)["runs"]:
-                configuration = args.configurations.get(run["configuration"])
-                if configuration == run["settings"] and run["seed"] in args.seeds:
+                if args.configurations.get(run["configuration"]) == run["settings"]:
                     runs[(run["configuration"], run["seed"])] = run
     return runs
 
@@ -363,12 +381,7 @@ def timed(runs, step_times):
 
 def summary(args, step_times, runs):
     timed(runs, step_times)
-    settings = {
-        key: value
-        for key, value in vars(args).items()
-        if key not in ("output", "plot", "configuration", "curves_from", "step_times_from")
-    }
-    output = {"settings": settings, "step_times": step_times, "runs": runs}
+    output = {"settings": args.settings, "step_times": step_times, "runs": runs}
     if runs:
         output["front"] = pareto_front(runs)
         output["budgets"] = budget_table(runs, args.budgets)
@@ -376,18 +389,18 @@ def summary(args, step_times, runs):
 
 
 def train_runs(args, step_times):
-    """Every configuration and seed's run, trained unless `--curves-from` has it.
+    """The runs of `--curves-from` (any seed), and every configuration and seed's run they
+    do not have, trained.
 
     The runs train in turns, the one with the fewest training seconds first,
     so that when this process is stopped all runs have reached about the same
     budget; the output is rewritten after every evaluation.
     """
     reused = reused_runs(args)
-    records, training = [], []
+    records, training = list(reused.values()), []
     for seed in args.seeds:
         for name, configuration in args.configurations.items():
             if (name, seed) in reused:
-                records.append(reused[(name, seed)])
                 continue
             run = CurveRun(args, name, configuration, seed, step_times[name]["step_seconds"])
             records.append(run.record)
@@ -413,23 +426,56 @@ def print_table(output):
         print(f"  best SDN-VAE: {row['best_sdn']}; best baseline: {row['best_baseline']}")
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+def write_photo_patches(directory, size, stride):
+    """Cuts the photographs of scikit-learn's `load_sample_images` into PNG patches.
+
+    The two photographs (china.jpg and flower.jpg, 427x640) are cut into
+    `size` x `size` patches every `stride` pixels; `load_images` reads the
+    directory and holds out about a tenth of the patch files as "test" (by a
+    hash of their names).
+    """
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError as error:
+        raise SystemExit(
+            f"Expected scikit-learn to be installed for --dataset {SAMPLE_PHOTOS} (its sample "
+            "photographs): pip install scikit-learn. Received: no module named sklearn"
+        ) from error
+    photos = load_sample_images()
+    for filename, image in zip(photos.filenames, photos.images):
+        stem = os.path.splitext(os.path.basename(filename))[0]
+        for top in range(0, image.shape[0] - size + 1, stride):
+            for left in range(0, image.shape[1] - size + 1, stride):
+                patch = tf.io.encode_png(image[top : top + size, left : left + size])
+                tf.io.write_file(os.path.join(directory, f"{stem}_{top:03d}_{left:03d}.png"), patch)
+
+
+def run(args):
     step_times = load_step_times(args)
     runs = [] if args.step_times_only else train_runs(args, step_times)
     output = summary(args, step_times, runs)
     write_json(args.output, output)
     if runs:
         title = (
-            f"{args.preset} preset, {args.dataset} {args.image_size}x{args.image_size}: "
+            f"{args.preset} preset, {args.settings['dataset']} {args.image_size}x{args.image_size}: "
             "test bits/dim at equal training time"
         )
         plot_front(runs, output["front"], args.budgets, args.plot, title)
         print(f"wrote {args.plot}")
     print_table(output)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    if args.dataset != SAMPLE_PHOTOS:
+        return run(args)
+    with tempfile.TemporaryDirectory() as directory:
+        write_photo_patches(directory, args.image_size, args.photo_stride or args.image_size)
+        args.dataset = directory
+        return run(args)
 
 
 if __name__ == "__main__":

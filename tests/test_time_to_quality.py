@@ -175,3 +175,37 @@ def test_bad_configuration_is_refused_early(tmp_path):
     assert completed.returncode != 0
     assert "Expected use_sdn=true or use_sdn=false in --configuration odd" in completed.stderr
     assert not (tmp_path / "never.json").exists()
+
+
+def import_benchmark():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import time_to_quality
+    finally:
+        sys.path.pop(0)
+    return time_to_quality
+
+
+def test_photo_patches_are_the_photographs_cut_side_by_side(tmp_path):
+    time_to_quality = import_benchmark()
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    time_to_quality.write_photo_patches(str(tmp_path), size=16, stride=64)
+    photos = load_sample_images()
+    names = sorted(os.listdir(tmp_path))
+    # 427x640 photographs: patch corners at 0, 64, ..., 384 down and 0, 64, ..., 576 across.
+    assert len(names) == 2 * 7 * 10
+    for filename, image in zip(photos.filenames, photos.images):
+        stem = os.path.splitext(os.path.basename(filename))[0]
+        for top, left in ((0, 0), (384, 576), (128, 320)):
+            patch = np.asarray(Image.open(tmp_path / f"{stem}_{top:03d}_{left:03d}.png"))
+            np.testing.assert_array_equal(patch, image[top : top + 16, left : left + 16])
+
+
+def test_photo_patches_need_scikit_learn(tmp_path, monkeypatch):
+    time_to_quality = import_benchmark()
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(SystemExit, match="Expected scikit-learn to be installed"):
+        time_to_quality.write_photo_patches(str(tmp_path), size=16, stride=16)
+    assert os.listdir(tmp_path) == []
