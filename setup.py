@@ -58,9 +58,10 @@ setuptools.setup(
     # ruff: run by tests/test_style.py; its minor releases change the format style and the rules,
     # so one minor release is pinned. The docs packages: tests/test_docs.py builds the site.
     extras_require={
-        "test": ["pytest", "scipy", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"]
+        "test": ["pytest", "scipy", "scikit-learn", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"]
         + DOCS_REQUIREMENTS,
         "docs": DOCS_REQUIREMENTS,
+        "photos": ["scikit-learn"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
