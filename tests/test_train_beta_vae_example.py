@@ -47,7 +47,7 @@ def test_example_writes_numbers_and_plots(tmp_path):
         "--metric-batch-size", "2", "--variance-samples", "20", "--mig-samples", "20", "--verbose", "2",
     ]  # fmt: skip
     completed = subprocess.run(
-        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
@@ -69,7 +69,7 @@ def test_example_writes_numbers_and_plots(tmp_path):
             assert not (run_dir / "backup").exists()
 
     # The same command again keeps the trained models and their numbers.
-    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("Keeping the trained model in") == 4
     assert json.loads((tmp_path / "results.json").read_text()) == report

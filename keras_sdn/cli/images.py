@@ -70,7 +70,7 @@ def read_images(inputs, model):
             cropped = f"center-cropped to {side}x{side} and " if original[0] != original[1] else ""
             print(
                 f"note: {path} is {original[1]}x{original[0]}: {cropped}resized to "
-                f"{width}x{height}, the model's image size, as its training images were",
+                f"{width}x{height}, the model's image size (as a folder of training images is)",
                 file=sys.stderr,
             )
             image = square_image(image, height)
