@@ -38,6 +38,7 @@ TINY = [
     "small_baseline",
 ]
 STEP_SECONDS = {"small_sdn": 0.5, "small_baseline": 0.25}
+BUDGETS = ["--budgets", "1", "2", "--eval-every", "3"]
 
 
 def run_script(*args, output):
@@ -97,11 +98,7 @@ def test_curves_front_and_budgets(tmp_path):
     result = run_script(
         "--step-times-from",
         str(tmp_path / "times.json"),
-        "--budgets",
-        "1",
-        "2",
-        "--eval-every",
-        "3",
+        *BUDGETS,
         "--plot",
         str(plot),
         output=tmp_path / "curves.json",
@@ -143,11 +140,7 @@ def test_curves_front_and_budgets(tmp_path):
         str(tmp_path / "slower.json"),
         "--curves-from",
         str(tmp_path / "curves.json"),
-        "--budgets",
-        "1",
-        "2",
-        "--eval-every",
-        "3",
+        *BUDGETS,
         "--plot",
         str(plot),
         output=tmp_path / "merged.json",
