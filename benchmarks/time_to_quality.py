@@ -158,7 +158,13 @@ def configuration_from_pairs(name, pairs):
                 f"Expected --configuration {name} KEY=VALUE ... Received: --configuration "
                 f"{name} {pair}"
             )
-        configuration[key] = json.loads(value)
+        try:
+            configuration[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(
+                f"Expected a JSON value in --configuration {name} {key}=VALUE (strings in double "
+                f"quotes). Received: {pair}"
+            ) from None
     if "use_sdn" not in configuration:
         raise SystemExit(
             f"Expected use_sdn=true or use_sdn=false in --configuration {name}. Received: "
