@@ -204,3 +204,23 @@ def test_photo_patches_need_scikit_learn(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="Expected scikit-learn to be installed"):
         time_to_quality.write_photo_patches(str(tmp_path), size=16, stride=16)
     assert os.listdir(tmp_path) == []
+
+
+def test_configuration_pairs_split_into_recipe_and_model_arguments():
+    time_to_quality = import_benchmark()
+    configuration = time_to_quality.configuration_from_pairs(
+        "wide", ["use_sdn=false", "hidden_channels=48", "learning_rate=0.004", "batch_size=16"]
+    )
+    assert configuration == {
+        "use_sdn": False,
+        "hidden_channels": 48,
+        "learning_rate": 0.004,
+        "batch_size": 16,
+    }
+    args = time_to_quality.parse_args(["--set", "num_mixtures=3", "--configurations", "sdn"])
+    run_args = time_to_quality.recipe(args, configuration, seed=7)
+    assert (run_args.seed, run_args.learning_rate, run_args.batch_size) == (7, 0.004, 16)
+    assert run_args.set == ["num_mixtures=3", "hidden_channels=48"]
+    assert (args.seed, args.learning_rate, args.batch_size) == (0, 2e-3, 32)
+    with pytest.raises(SystemExit, match="Expected a JSON value"):
+        time_to_quality.configuration_from_pairs("odd", ["use_sdn=true", "sdn_max_scale=eight"])
