@@ -38,6 +38,7 @@ TINY = [
     "small_baseline",
 ]
 STEP_SECONDS = {"small_sdn": 0.5, "small_baseline": 0.25}
+BUDGETS = ["--budgets", "1", "2", "--eval-every", "3"]
 
 
 def run_script(*args, output):
@@ -57,19 +58,20 @@ def write_step_times(path, step_seconds):
         json.dump({"step_times": {k: {"step_seconds": v} for k, v in step_seconds.items()}}, file)
 
 
-def lower_envelope(runs):
-    """At every evaluated second, the least test bits/dim of the curves that span it."""
+def pareto_front(runs):
+    """At every evaluated second, the least test bits/dim of any curve up to then."""
     seconds = sorted({point["seconds"] for run in runs for point in run["curve"]})
-    envelope = []
+    front = []
     for second in seconds:
         values = []
         for run in runs:
             x = np.array([point["seconds"] for point in run["curve"]], dtype=np.float64)
             y = np.array([point["test_bpd"] for point in run["curve"]], dtype=np.float64)
+            values += [y[j] for j in range(len(x)) if x[j] <= second]
             if x[0] <= second <= x[-1]:
                 values.append(np.interp(second, x, y))
-        envelope.append((second, min(values)))
-    return envelope
+        front.append((second, min(values)))
+    return front
 
 
 def test_step_times_are_the_medians_of_alternating_rounds(tmp_path):
@@ -83,7 +85,7 @@ def test_step_times_are_the_medians_of_alternating_rounds(tmp_path):
         "1",
         output=tmp_path / "times.json",
     )
-    assert "runs" not in result and "front" not in result
+    assert result["runs"] == [] and "front" not in result
     assert list(result["step_times"]) == ["small_sdn", "small_baseline"]
     for times in result["step_times"].values():
         assert len(times["rounds"]) == 3 and all(t > 0 for t in times["rounds"])
@@ -96,11 +98,7 @@ def test_curves_front_and_budgets(tmp_path):
     result = run_script(
         "--step-times-from",
         str(tmp_path / "times.json"),
-        "--budgets",
-        "1",
-        "2",
-        "--eval-every",
-        "3",
+        *BUDGETS,
         "--plot",
         str(plot),
         output=tmp_path / "curves.json",
@@ -119,11 +117,12 @@ def test_curves_front_and_budgets(tmp_path):
             assert 0 < point["test_bpd"] < 16
     assert runs["small_baseline"]["settings"] == {"use_sdn": False, "learning_rate": 0.003}
 
-    envelope = lower_envelope(result["runs"])
-    assert [p["seconds"] for p in result["front"]] == pytest.approx([s for s, _ in envelope])
+    front = pareto_front(result["runs"])
+    assert [p["seconds"] for p in result["front"]] == pytest.approx([s for s, _ in front])
     assert [p["test_bpd"] for p in result["front"]] == pytest.approx(
-        [v for _, v in envelope], abs=1e-4
+        [v for _, v in front], abs=1e-4
     )
+    assert all(a["test_bpd"] >= b["test_bpd"] for a, b in zip(result["front"], result["front"][1:]))
 
     for row, budget in zip(result["budgets"], (1.0, 2.0)):
         assert row["seconds"] == budget
@@ -141,11 +140,7 @@ def test_curves_front_and_budgets(tmp_path):
         str(tmp_path / "slower.json"),
         "--curves-from",
         str(tmp_path / "curves.json"),
-        "--budgets",
-        "1",
-        "2",
-        "--eval-every",
-        "3",
+        *BUDGETS,
         "--plot",
         str(plot),
         output=tmp_path / "merged.json",
@@ -209,3 +204,23 @@ def test_photo_patches_need_scikit_learn(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="Expected scikit-learn to be installed"):
         time_to_quality.write_photo_patches(str(tmp_path), size=16, stride=16)
     assert os.listdir(tmp_path) == []
+
+
+def test_configuration_pairs_split_into_recipe_and_model_arguments():
+    time_to_quality = import_benchmark()
+    configuration = time_to_quality.configuration_from_pairs(
+        "wide", ["use_sdn=false", "hidden_channels=48", "learning_rate=0.004", "batch_size=16"]
+    )
+    assert configuration == {
+        "use_sdn": False,
+        "hidden_channels": 48,
+        "learning_rate": 0.004,
+        "batch_size": 16,
+    }
+    args = time_to_quality.parse_args(["--set", "num_mixtures=3", "--configurations", "sdn"])
+    run_args = time_to_quality.recipe(args, configuration, seed=7)
+    assert (run_args.seed, run_args.learning_rate, run_args.batch_size) == (7, 0.004, 16)
+    assert run_args.set == ["num_mixtures=3", "hidden_channels=48"]
+    assert (args.seed, args.learning_rate, args.batch_size) == (0, 2e-3, 32)
+    with pytest.raises(SystemExit, match="Expected a JSON value"):
+        time_to_quality.configuration_from_pairs("odd", ["use_sdn=true", "sdn_max_scale=eight"])
