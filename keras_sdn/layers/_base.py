@@ -11,7 +11,6 @@ from keras import regularizers
 
 from keras_sdn._checks import check_bool
 from keras_sdn._checks import check_int
-from keras_sdn._compat import require_tensorflow_backend
 from keras_sdn.layers.sweep import DIRECTIONS
 from keras_sdn.layers.weight_normalization import WeightNormalization
 
@@ -107,7 +106,6 @@ class SpatialDependencyBase(keras.layers.Layer):
         weight_normalization=False,
         **kwargs,
     ):
-        require_tensorflow_backend(type(self).__name__)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         filters = check_int("filters", filters, 1)
         num_features = filters if num_features is None else num_features

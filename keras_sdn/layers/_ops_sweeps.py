@@ -1,0 +1,138 @@
+"""The directional gated sweeps written with `keras.ops`, for every Keras backend.
+
+The same algebra as `keras_sdn.layers.sweep` (which documents it), in the
+form Keras' own recurrent layers take on the JAX and PyTorch backends: the
+lines of a sweep are visited by `keras.ops.scan` and the gradient is the
+backend's automatic differentiation through the loop. The TensorFlow backend
+uses `keras_sdn.layers.sweep` instead, whose loops and hand-written gradient
+are tuned for it; this module runs there too (the tests compare the two).
+
+For one direction the map is transposed so that the swept axis leads,
+`(lines, batch, positions, F)`. The input projections of every line are one
+matrix product before the loop; a step of the loop takes the previous
+corrected line's three neighbours of every position (zeros outside the line),
+one matrix product with the neighbourhood weights, and the gate arithmetic.
+"""
+
+from keras import ops
+
+DIRECTIONS = ("up", "left", "right", "down")
+
+# direction -> (swept axis of a (batch, height, width, features) map,
+#               whether the sweep runs towards decreasing coordinates)
+SWEEP_AXIS = {
+    "up": (1, True),
+    "left": (2, True),
+    "right": (2, False),
+    "down": (1, False),
+}
+
+
+def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=False):
+    """Runs one gated sweep per direction, in order, over a `(batch, height, width, F)` map.
+
+    Args:
+        inputs: Tensor `(batch, height, width, F)`, the map to correct.
+        kernels: Tensor `(D, F, 3F)`, each direction's input weights
+            `[W_r, W_z, W_n]`.
+        recurrent_kernels: Tensor `(D, 3F, 3F)`, each direction's
+            neighbourhood weights: rows `[0, F)` act on the lower-coordinate
+            neighbour, `[F, 2F)` on the aligned one, `[2F, 3F)` on the
+            higher-coordinate one; columns are the `r, z, n` gates.
+        biases: Tensor `(D, 2, 3F)`: input biases `b_x` and neighbourhood
+            biases `b_u` of each direction.
+        directions: Sequence of `D` names from `DIRECTIONS`.
+        unroll: Whether `keras.ops.scan` unrolls the loop over the lines
+            (JAX and TensorFlow; the PyTorch backend's scan is a Python loop
+            either way). Needs a static number of lines.
+
+    Returns:
+        The corrected map, same shape and dtype as `inputs`.
+    """
+    corrected, layout = inputs, (0, 1, 2, 3)
+    for index, direction in enumerate(directions):
+        axis, backwards = SWEEP_AXIS[direction]
+        lines_layout = (axis, 0, 3 - axis, 3)
+        corrected = _transpose(corrected, layout, lines_layout)
+        layout = lines_layout
+        corrected = line_sweep(
+            corrected,
+            kernels[index],
+            recurrent_kernels[index],
+            biases[index],
+            backwards=backwards,
+            unroll=unroll,
+        )
+    return _transpose(corrected, layout, (0, 1, 2, 3))
+
+
+def _transpose(tensor, layout, new_layout):
+    """`tensor`, whose axes are `layout` of the natural axes, with its axes as `new_layout`."""
+    if layout == new_layout:
+        return tensor
+    return ops.transpose(tensor, [layout.index(axis) for axis in new_layout])
+
+
+def line_sweep(lines, kernel, recurrent_kernel, bias, backwards=False, unroll=False):
+    """One gated sweep over the lines of a `(T, batch, A, F)` tensor.
+
+    Args:
+        lines: Tensor `(T, batch, A, F)`: `T` lines of `A` positions.
+        kernel: Tensor `(F, 3F)`, the input weights `[W_r, W_z, W_n]`.
+        recurrent_kernel: Tensor `(3F, 3F)`, the neighbourhood weights.
+        bias: Tensor `(2, 3F)`, the input and neighbourhood biases.
+        backwards: Whether the lines are visited from the last to the first.
+        unroll: Whether `keras.ops.scan` unrolls the loop.
+
+    Returns:
+        The corrected lines, `(T, batch, A, F)`.
+    """
+    input_bias, recurrent_bias = bias[0], bias[1]
+    features = lines.shape[-1]
+    # The reset and update gates' two biases add up, so both go with the
+    # input projection; the proposal's neighbourhood bias is not scaled by r.
+    gate_bias = input_bias + ops.concatenate(
+        [recurrent_bias[: 2 * features], ops.zeros_like(recurrent_bias[2 * features :])]
+    )
+    projections = ops.matmul(lines, kernel) + gate_bias
+    neighbourhood_bias = ops.concatenate(
+        [ops.zeros_like(recurrent_bias[: 2 * features]), recurrent_bias[2 * features :]]
+    )
+
+    def step(previous, line):
+        x, projection = line
+        neighbourhood = ops.pad(previous, [[0, 0], [1, 1], [0, 0]])
+        neighbourhood = ops.concatenate(
+            [neighbourhood[:, :-2], neighbourhood[:, 1:-1], neighbourhood[:, 2:]], axis=-1
+        )
+        recurrent = ops.matmul(neighbourhood, recurrent_kernel) + neighbourhood_bias
+        corrected = gated_update(x, projection, recurrent)
+        return corrected, corrected
+
+    _, corrected = ops.scan(
+        step, ops.zeros_like(lines[0]), (lines, projections), reverse=backwards, unroll=unroll
+    )
+    return corrected
+
+
+def gated_update(x, projection, recurrent):
+    """The GRU-like correction of a line `x` from its gates' two projections.
+
+    Args:
+        x: Tensor `(..., F)`, the line.
+        projection: Tensor `(..., 3F)`: `x W + b_x`, with `b_u` added for the
+            reset and update gates.
+        recurrent: Tensor `(..., 3F)`: `nb U`, with `b_u` added for the
+            proposal only.
+
+    Returns:
+        `z * x + (1 - z) * n`, with `r = sigmoid(x W_r + nb U_r + b_r)`,
+        `z = sigmoid(x W_z + nb U_z + b_z)` and
+        `n = tanh(r * (x W_n + b_xn) + nb U_n + b_un)`.
+    """
+    x_reset, x_update, x_proposal = ops.split(projection, 3, axis=-1)
+    recurrent_reset, recurrent_update, recurrent_proposal = ops.split(recurrent, 3, axis=-1)
+    reset = ops.sigmoid(x_reset + recurrent_reset)
+    update = ops.sigmoid(x_update + recurrent_update)
+    proposal = ops.tanh(reset * x_proposal + recurrent_proposal)
+    return proposal + update * (x - proposal)
