@@ -14,6 +14,7 @@ corrected line's three neighbours of every position (zeros outside the line),
 one matrix product with the neighbourhood weights, and the gate arithmetic.
 """
 
+import keras
 from keras import ops
 
 DIRECTIONS = ("up", "left", "right", "down")
@@ -28,7 +29,7 @@ SWEEP_AXIS = {
 }
 
 
-def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=False):
+def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=None):
     """Runs one gated sweep per direction, in order, over a `(batch, height, width, F)` map.
 
     Args:
@@ -42,13 +43,21 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=False)
         biases: Tensor `(D, 2, 3F)`: input biases `b_x` and neighbourhood
             biases `b_u` of each direction.
         directions: Sequence of `D` names from `DIRECTIONS`.
-        unroll: Whether `keras.ops.scan` unrolls the loop over the lines
-            (JAX and TensorFlow; the PyTorch backend's scan is a Python loop
-            either way). Needs a static number of lines.
+        unroll: Whether the loop over the lines is a Python loop (one copy of
+            the step per line, as Keras' recurrent layers do with
+            `unroll=True`) rather than `keras.ops.scan`. Needs a static
+            number of lines. Defaults to `keras.ops.scan` inside a JAX
+            transformation such as `jax.jit` (one compiled loop, compiled
+            several times sooner than the unrolled lines and as fast or
+            faster), and to the Python loop elsewhere: eager JAX would
+            compile the scan anew at every call, and the PyTorch backend's
+            scan is a Python loop anyway.
 
     Returns:
         The corrected map, same shape and dtype as `inputs`.
     """
+    if unroll is None:
+        unroll = not _traced_by_jax(inputs)
     corrected, layout = inputs, (0, 1, 2, 3)
     for index, direction in enumerate(directions):
         axis, backwards = SWEEP_AXIS[direction]
@@ -64,6 +73,14 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=False)
             unroll=unroll,
         )
     return _transpose(corrected, layout, (0, 1, 2, 3))
+
+
+def _traced_by_jax(tensor):
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return isinstance(tensor, jax.core.Tracer)
 
 
 def _transpose(tensor, layout, new_layout):
@@ -82,7 +99,7 @@ def line_sweep(lines, kernel, recurrent_kernel, bias, backwards=False, unroll=Fa
         recurrent_kernel: Tensor `(3F, 3F)`, the neighbourhood weights.
         bias: Tensor `(2, 3F)`, the input and neighbourhood biases.
         backwards: Whether the lines are visited from the last to the first.
-        unroll: Whether `keras.ops.scan` unrolls the loop.
+        unroll: Whether the loop is a Python loop rather than `keras.ops.scan`.
 
     Returns:
         The corrected lines, `(T, batch, A, F)`.
@@ -109,10 +126,18 @@ def line_sweep(lines, kernel, recurrent_kernel, bias, backwards=False, unroll=Fa
         corrected = gated_update(x, projection, recurrent)
         return corrected, corrected
 
-    _, corrected = ops.scan(
-        step, ops.zeros_like(lines[0]), (lines, projections), reverse=backwards, unroll=unroll
-    )
-    return corrected
+    if not unroll:
+        _, corrected = ops.scan(
+            step, ops.zeros_like(lines[0]), (lines, projections), reverse=backwards
+        )
+        return corrected
+    count = lines.shape[0]
+    corrected = [None] * count
+    previous = ops.zeros_like(lines[0])
+    for index in reversed(range(count)) if backwards else range(count):
+        previous, _ = step(previous, (lines[index], projections[index]))
+        corrected[index] = previous
+    return ops.stack(corrected)
 
 
 def gated_update(x, projection, recurrent):

@@ -3,12 +3,12 @@
 import keras
 from keras import ops
 
+from keras_sdn.layers import _ops_sweeps
+from keras_sdn.layers import sweep
 from keras_sdn.layers._base import SpatialDependencyBase
 from keras_sdn.layers._base import check_image_input
 from keras_sdn.layers._base import clone_initializer
 from keras_sdn.layers._base import project_in_layer
-from keras_sdn.layers import _ops_sweeps
-from keras_sdn.layers import sweep
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")

@@ -15,4 +15,4 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 # The exchange of saved models between backends needs the files that
 # tests/test_backends.py saves under TensorFlow before it starts the subprocess.
 if "KERAS_SDN_EXCHANGE_DIR" not in os.environ:
-    collect_ignore = ["test_saved_model_exchange.py"]
+    collect_ignore = ["test_spawned_backend.py"]

@@ -7,14 +7,14 @@ so that the same tests check TensorFlow, JAX and PyTorch."""
 import keras
 import numpy as np
 import pytest
-from keras import ops
-
-import sdn_reference
 from backend_testing import layer_gradients
 from backend_testing import randomize
 from backend_testing import reference_weights
 from backend_testing import relative_error
 from backend_testing import to_numpy
+from keras import ops
+
+import sdn_reference
 from keras_sdn import ResidualSpatialDependency
 from keras_sdn import SpatialDependency
 from keras_sdn import WeightNormalization
@@ -82,10 +82,12 @@ def test_residual_spatial_dependency_matches_reference(upsample):
     assert relative_error(actual, expected) <= 1e-5
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("directions, upsample", [(4, 1), (["up", "left"], 2)])
-def test_gradients_match_reference_directional_derivatives(directions, upsample):
+def test_gradients_match_reference_directional_derivatives(directions, upsample, compiled):
     """Each gradient, projected on a random direction, against the float64
-    reference's central difference along that direction."""
+    reference's central difference along that direction; eager and compiled
+    (with JAX, the eager sweeps are Python loops, the compiled ones scans)."""
     layer = SpatialDependency(4, num_features=3, directions=directions, upsample=upsample)
     x = images((2, 3, 4, 2), seed=4)
     layer.build(x.shape)
@@ -94,7 +96,7 @@ def test_gradients_match_reference_directional_derivatives(directions, upsample)
     names = {id(variable): name for name, variable in _reference_variables(layer).items()}
     weights = reference_weights(layer)
 
-    gradient_of_input, *weight_gradients = layer_gradients(layer, x, cotangent)
+    gradient_of_input, *weight_gradients = layer_gradients(layer, x, cotangent, compiled)
 
     def loss(x, weights):
         outputs = sdn_reference.spatial_dependency(x, weights, layer.directions, upsample)
@@ -161,9 +163,7 @@ def test_fit_learns_a_toy_task():
     assert history[-1] < 0.2 * history[0]
 
 
-@pytest.mark.parametrize(
-    "policy, tolerance", [("mixed_float16", 2e-2), ("mixed_bfloat16", 1e-1)]
-)
+@pytest.mark.parametrize("policy, tolerance", [("mixed_float16", 2e-2), ("mixed_bfloat16", 1e-1)])
 @pytest.mark.parametrize("layer_class", LAYERS)
 def test_mixed_precision(layer_class, policy, tolerance):
     x = images((2, 6, 6, 3), seed=8)
