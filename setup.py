@@ -19,12 +19,12 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["keras_sdn", "keras_sdn.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "tensorflow>=2.16",
-        # >=3.5: checked to provide every public Keras API the package uses (3.0
-        # lacks `keras.tree`); tested on 3.15. <4: a major release may change them.
-        # Workarounds of private Keras code are gated by version: keras_sdn/_compat.py.
-        "keras>=3.5,<4",
-        "tensorflow-probability[tf]",
+        # Lower bounds: the releases the test suite runs on; upper bounds: the next
+        # major release (docs/compatibility.md). Private code used in between is
+        # checked for where it is used and falls back with a warning: keras_sdn/_compat.py.
+        "tensorflow>=2.21,<3",
+        "keras>=3.15,<4",
+        "tensorflow-probability[tf]>=0.25,<1",
         "tensorflow-datasets",
         # TFDS' download code imports it without declaring it.
         "importlib_resources",

@@ -96,9 +96,9 @@ def enable_multi_worker_fit():
     Keras 3's `fit` fails there for `(x, y)` data, integer images and scalar
     metrics (keras-team/keras issue 20585). This applies the workaround of
     `keras_sdn._compat.patch_multi_worker_fit`, which replaces two private
-    Keras functions, and only on the Keras versions it was tested on
-    (`keras_sdn._compat.TESTED_KERAS_VERSIONS`); on others it warns and
-    changes nothing. Nothing changes outside multi-worker training.
+    Keras functions, if Keras still has them in the form the workaround
+    expects; otherwise it warns and changes nothing. Nothing changes outside
+    multi-worker training.
     Idempotent; `strategy_from_name("multi_worker")` calls it.
 
     Returns:

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from keras_sdn._checks import check_bool
 from keras_sdn._checks import check_int
-from keras_sdn.layers.sweep import scanned_sweeps
+from keras_sdn.layers.sweep import auto_implementation
 from keras_sdn.layers.sweep import whole_batch
 
 # The largest `temperature` the `sample` signatures accept. The prior's
@@ -74,14 +74,15 @@ def export_for_serving(
     CPU): half the loops to load and optimise, and any batch size, one
     included, is served. The sweeps' gradients are not saved: the SavedModel
     serves, it cannot be differentiated through those layers. With
-    `compact_graph` (the default) the sweeps are `tf.scan` loops: the
-    graphs load and are optimised on their first call sooner (the tiny
-    SDN-VAE, on 2 CPU cores: 1.8-2.7 s per signature's first request);
-    without it they are unrolled over the lines of maps up to 32 lines, as
-    in training: steady requests are 1.5-2x as fast, loading and first
-    requests slower (2.1-3.5 s). Behind TF Serving, whose warm-up replays a
-    request per signature at load, `compact_graph=False` is the faster
-    server.
+    `compact_graph` (the default) the sweeps of layers with
+    `implementation="auto"` are `tf.scan` loops: the graphs load and are
+    optimised on their first call sooner (the tiny SDN-VAE, on 2 CPU cores:
+    1.8-2.7 s per signature's first request); without it they are unrolled
+    over the lines of maps up to 32 lines, as in training: steady requests
+    are 1.5-2x as fast, loading and first requests slower (2.1-3.5 s).
+    Behind TF Serving, whose warm-up replays a request per signature at
+    load, `compact_graph=False` is the faster server. Layers created with
+    `implementation="unrolled"` or `"scanned"` keep their choice.
 
     The SavedModel holds TF Serving's warm-up file
     (`assets.extra/tf_serving_warmup_requests`): one small request per
@@ -109,9 +110,10 @@ def export_for_serving(
             may send or ask for. The default, 64, is an 8x8 grid of samples;
             raise it only as far as the server's memory allows (the
             activations grow linearly with it).
-        compact_graph: Whether the spatial dependency layers' sweeps are
-            saved as loops (quick first request) or unrolled (faster
-            requests once the graph is prepared); see above.
+        compact_graph: Whether the sweeps of spatial dependency layers with
+            `implementation="auto"` are saved as loops (quick first request)
+            or as in training (unrolled on small maps: faster requests once
+            the graph is prepared); see above.
 
     Returns:
         The absolute path written.
@@ -142,7 +144,8 @@ def export_for_serving(
         )
     compact_graph = check_bool("compact_graph", compact_graph)
     endpoints = _endpoints(model, input_signature, max_count)
-    with whole_batch(), scanned_sweeps() if compact_graph else contextlib.nullcontext():
+    sweeps = auto_implementation("scanned") if compact_graph else contextlib.nullcontext()
+    with whole_batch(), sweeps:
         signatures = {
             name: tf.function(function, autograph=False).get_concrete_function(*specs)
             for name, (function, specs, _) in endpoints.items()

@@ -17,7 +17,11 @@ Commands:
                            (TF_CONFIG from the environment) training each KIND
                            with BackupAndRestore in BACKUP.KIND (kept); writes
                            the final weights and histories to OUT (OUT.KIND.npz
-                           and OUT.json).
+                           and OUT.json), with the Keras version, whether the
+                           multi-worker `fit` workaround is in place and the
+                           warnings raised while the strategy was created.
+                           With FAKE_KERAS_VERSION set in the environment,
+                           `keras.__version__` pretends to be that release.
     resumable OUT BACKUP [--die-at-step N] [--die-saving-epoch E] [--keep-backup 1]
                            Trains a generic model for 3 epochs of 4 steps with
                            keras_sdn.distribute's BackupAndRestore in BACKUP
@@ -31,6 +35,7 @@ Commands:
 import json
 import os
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,6 +47,9 @@ if sys.argv[1] == "mirrored":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
+
+if os.environ.get("FAKE_KERAS_VERSION"):  # as if a newer Keras were installed
+    keras.__version__ = os.environ["FAKE_KERAS_VERSION"]
 
 from keras_sdn.distribute import BackupAndRestore  # noqa: E402
 from keras_sdn.distribute import enable_multi_worker_fit  # noqa: E402
@@ -160,8 +168,14 @@ def replica_helpers(strategy):
 
 
 def worker(out, backup, kinds):
-    strategy = strategy_from_name("multi_worker")
-    results = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        strategy = strategy_from_name("multi_worker")
+    results = {
+        "keras_version": keras.__version__,
+        "multi_worker_fit_patched": enable_multi_worker_fit(),
+        "warnings": [str(warning.message) for warning in caught],
+    }
     for kind in kinds:
         callbacks = [BackupAndRestore(f"{backup}.{kind}", delete_checkpoint=False)]
         model, history = train(kind, strategy, callbacks=callbacks)

@@ -1,6 +1,12 @@
 """Float64 NumPy reference of the spatial dependency layers, written from the
-equations in the paper's NOTES.md with plain loops over pixels (clarity, not
-speed). It shares no code with `keras_sdn`."""
+paper's Section 2 (project-in, correction stage of Algorithm 1, project-out)
+and Figure 3 (the gated residual layer) with plain loops over pixels
+(clarity, not speed). It shares no code with `keras_sdn`.
+
+Where the paper leaves a choice open: two bias vectors per gate (as a GRU
+cell has, and as the authors' code uses), the first line of a sweep
+corrected from an all-zero previous line (the paper's zero padding), the
+reset gate scaling only the position's own proposal term (Algorithm 1)."""
 
 import numpy as np
 

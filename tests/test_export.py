@@ -580,3 +580,19 @@ def test_compact_graph_saves_loops_and_unrolled_the_same_function(tmp_path):
     assert not {"While", "StatelessWhile"} & op_types[False]
     np.testing.assert_allclose(outputs[True], outputs[False], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outputs[True], model(pixels), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["unrolled", "scanned"])
+@pytest.mark.parametrize("compact_graph", [True, False])
+def test_export_keeps_a_layers_explicit_implementation(tmp_path, implementation, compact_graph):
+    inputs = keras.Input((6, 6, 3), name="pixels")
+    layer = SpatialDependency(4, num_features=4, directions=2, implementation=implementation)
+    model = keras.Model(inputs, layer(inputs))
+    directory = export_for_serving(model, tmp_path / "m", compact_graph=compact_graph)
+    serve = tf.saved_model.load(directory).signatures["serving_default"]
+    loops = {"While", "StatelessWhile"} & graph_op_types(serve)
+    assert bool(loops) == (implementation == "scanned")
+    pixels = np.float32(np.random.default_rng(3).normal(size=(2, 6, 6, 3)))
+    np.testing.assert_allclose(
+        serve(pixels=tf.constant(pixels))["output_0"], model(pixels), rtol=1e-5, atol=1e-6
+    )

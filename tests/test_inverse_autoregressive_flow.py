@@ -1,11 +1,14 @@
 """Tests for keras_sdn.bijectors: AutoregressiveConvNetwork and InverseAutoregressiveFlow."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_sdn._compat import bijector_cache_with_attributes
 from keras_sdn.bijectors import AutoregressiveConvNetwork
 from keras_sdn.bijectors import InverseAutoregressiveFlow
 from keras_sdn.distributions import diagonal_gaussian
@@ -490,3 +493,24 @@ def test_mixed_precision_network_keeps_latent_dtype(weight_normalization):
 def test_flow_rejects_non_callable_network():
     with pytest.raises(ValueError, match="network"):
         InverseAutoregressiveFlow("not a network", tf.zeros([1, 2, 2, 3]))
+
+
+def test_without_tfps_attribute_cache_the_flow_keeps_tfps_default_cache(monkeypatch):
+    # As if a TFP release had moved its private cache module.
+    monkeypatch.setitem(sys.modules, "tensorflow_probability.python.internal.cache_util", None)
+    with pytest.warns(UserWarning, match="TFP's default bijector cache is used"):
+        assert bijector_cache_with_attributes("_augmented_forward", "_augmented_inverse") is None
+    # What the class is then: no cache of its own, the default one it inherits.
+    monkeypatch.delattr(InverseAutoregressiveFlow, "_cache")
+    counting = CountingNetwork(make_network())
+    z0, context = random_inputs()
+    flow = InverseAutoregressiveFlow(counting, context)
+    z = flow.forward(z0)
+    log_det = flow.forward_log_det_jacobian(z0, event_ndims=3)
+    assert counting.calls == 2  # the log-determinant runs the network again
+    shift, log_scale = counting.network(z0, context)
+    np.testing.assert_allclose(z.numpy(), ((z0 - shift) * tf.exp(-log_scale)).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        log_det.numpy(), -tf.reduce_sum(log_scale, axis=[1, 2, 3]).numpy(), rtol=1e-12
+    )
+    np.testing.assert_allclose(flow.inverse(z).numpy(), z0.numpy(), rtol=1e-9, atol=1e-9)

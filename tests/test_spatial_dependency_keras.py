@@ -65,6 +65,7 @@ def test_get_config_round_trips_every_argument(layer_class):
         recurrent_constraint="non_neg",
         bias_constraint="unit_norm",
         weight_normalization=True,
+        implementation="scanned",
         name="custom",
     )
     config = layer.get_config()
@@ -75,6 +76,7 @@ def test_get_config_round_trips_every_argument(layer_class):
     assert (config["filters"], config["num_features"], config["kernel_size"]) == (7, 5, 3)
     assert config["upsample"] == 2 and config["use_bias"] is False
     assert config["weight_normalization"] is True
+    assert config["implementation"] == "scanned"
     assert json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
 
 
@@ -192,7 +194,13 @@ def test_mixed_float16_policy(layer_class, weight_normalization):
 
 
 def sdn_parameter_count(inputs, filters, features, directions, kernel_size, use_bias=True):
-    """NOTES.md: project-in k*k*C*F (+F), 12F^2 (+6F) per direction, F*filters (+filters)."""
+    """Project-in k*k*C*F (+F), 12F^2 (+6F) per direction, F*filters (+filters).
+
+    The paper's Section 2 (Algorithm 1: per direction, W_*1 on the position
+    and W_*2..4 on the three neighbours of each of the three gates, F x F
+    each) and Appendix A.3 (Table 5, "Project phase"); two bias vectors per
+    gate as in the authors' GRU cell.
+    """
     biases = (features + 6 * features * directions + filters) if use_bias else 0
     return (
         kernel_size**2 * inputs * features
@@ -256,6 +264,11 @@ def test_residual_parameter_count():
         (dict(filters=4, upsample=0), "Expected `upsample` to be an int >= 1"),
         (dict(filters=4, data_format="channels_first"), "channels_last"),
         (dict(filters=4, weight_normalization="yes"), "Expected `weight_normalization` to be True"),
+        (
+            dict(filters=4, implementation="fused"),
+            r"^Expected `implementation` to be one of \('auto', 'unrolled', 'scanned'\)\. "
+            r"Received: implementation='fused'$",
+        ),
     ],
 )
 @pytest.mark.parametrize("layer_class", LAYERS)

@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
+
+from keras_sdn._compat import bijector_cache_with_attributes
 
 tfb = tfp.bijectors
 
@@ -25,7 +26,9 @@ class InverseAutoregressiveFlow(tfb.Bijector):
     `forward` then `forward_log_det_jacobian` of the same tensor run the
     network once: the forward pass stores the log-determinant with its
     output in TFP's bijector cache (as TFP's FFJORD does), for as long as
-    the output is referenced. The same holds for `inverse` then
+    the output is referenced (if a TFP release moves that private cache,
+    TFP's default cache is kept, with a warning, and the log-determinant
+    runs the network again). The same holds for `inverse` then
     `inverse_log_det_jacobian`; a log-determinant asked for first runs the
     network for itself. The inverse solves
     `z0 = z * exp(log_scale(z0)) + shift(z0)` by fixed-point passes from
@@ -62,12 +65,6 @@ class InverseAutoregressiveFlow(tfb.Bijector):
     >>> z = flow.forward(z0)                      # runs the network
     >>> log_q = posterior.log_prob(z0) - flow.forward_log_det_jacobian(z0, event_ndims=3)
     """
-
-    # `_augmented_forward` and `_augmented_inverse` return `(output, {"ildj": ...})`;
-    # this cache stores the attributes with the output.
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
-        forward_name="_augmented_forward", inverse_name="_augmented_inverse"
-    )
 
     def __init__(self, network, context, validate_args=False, name="inverse_autoregressive_flow"):
         parameters = dict(locals())
@@ -135,6 +132,14 @@ class InverseAutoregressiveFlow(tfb.Bijector):
 
     def _inverse_log_det_jacobian(self, z):
         return self._augmented_inverse(z)[1]["ildj"]
+
+
+# `_augmented_forward` and `_augmented_inverse` return `(output, {"ildj": ...})`;
+# this cache stores the attributes with the output. Without it (None) the
+# class keeps `tfb.Bijector`'s cache.
+_ATTRIBUTE_CACHE = bijector_cache_with_attributes("_augmented_forward", "_augmented_inverse")
+if _ATTRIBUTE_CACHE is not None:
+    InverseAutoregressiveFlow._cache = _ATTRIBUTE_CACHE
 
 
 def _sum_event(values):

@@ -10,8 +10,10 @@ from keras import initializers
 from keras import regularizers
 
 from keras_sdn._checks import check_bool
+from keras_sdn._checks import check_choice
 from keras_sdn._checks import check_int
 from keras_sdn.layers.sweep import DIRECTIONS
+from keras_sdn.layers.sweep import IMPLEMENTATIONS
 from keras_sdn.layers.weight_normalization import WeightNormalization
 
 
@@ -104,6 +106,7 @@ class SpatialDependencyBase(keras.layers.Layer):
         bias_constraint=None,
         data_format=None,
         weight_normalization=False,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -133,6 +136,7 @@ class SpatialDependencyBase(keras.layers.Layer):
         self.bias_constraint = constraints.get(bias_constraint)
         self.data_format = check_channels_last(data_format)
         self.weight_normalization = weight_normalization
+        self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
 
     def weight_kwargs(self):
         """Keyword arguments that give a sublayer this layer's dtype policy and weight settings."""
@@ -185,6 +189,7 @@ class SpatialDependencyBase(keras.layers.Layer):
                 "bias_constraint": constraints.serialize(self.bias_constraint),
                 "data_format": self.data_format,
                 "weight_normalization": self.weight_normalization,
+                "implementation": self.implementation,
             }
         )
         return config

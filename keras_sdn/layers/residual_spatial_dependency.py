@@ -50,6 +50,8 @@ class ResidualSpatialDependency(SpatialDependencyBase):
             project-in and project-out are weight-normalised
             (`keras_sdn.layers.WeightNormalization`). The sweeps' gate
             weights never are.
+        implementation: How the inner layer's sweeps run: `"auto"`,
+            `"unrolled"` or `"scanned"`, as for `SpatialDependency`.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
     The layer runs on every Keras backend (see `SpatialDependency`).
@@ -90,6 +92,7 @@ class ResidualSpatialDependency(SpatialDependencyBase):
         bias_constraint=None,
         data_format=None,
         weight_normalization=False,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(
@@ -112,6 +115,7 @@ class ResidualSpatialDependency(SpatialDependencyBase):
             bias_constraint=bias_constraint,
             data_format=data_format,
             weight_normalization=weight_normalization,
+            implementation=implementation,
             **kwargs,
         )
         self.spatial_dependency = SpatialDependency(
@@ -124,6 +128,7 @@ class ResidualSpatialDependency(SpatialDependencyBase):
             recurrent_regularizer=self.recurrent_regularizer,
             recurrent_constraint=self.recurrent_constraint,
             weight_normalization=self.weight_normalization,
+            implementation=self.implementation,
             name="spatial_dependency",
             **self.weight_kwargs(),
         )

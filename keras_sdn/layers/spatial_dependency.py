@@ -3,12 +3,12 @@
 import keras
 from keras import ops
 
-from keras_sdn.layers import _ops_sweeps
-from keras_sdn.layers import sweep
 from keras_sdn.layers._base import SpatialDependencyBase
 from keras_sdn.layers._base import check_image_input
 from keras_sdn.layers._base import clone_initializer
 from keras_sdn.layers._base import project_in_layer
+from keras_sdn.layers.sweep import keras_ops_sweeps
+from keras_sdn.layers.sweep import sweeps
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -55,11 +55,23 @@ class SpatialDependency(SpatialDependencyBase):
         weight_normalization: Whether the project-in and project-out kernels
             are weight-normalised (`keras_sdn.layers.WeightNormalization`), as
             in the authors' models. The sweeps' gate weights never are.
+        implementation: How the sweeps run: `"unrolled"` (one copy of the
+            step per line in the graph: fastest on small maps, a graph that
+            grows with the map; needs a static height and width),
+            `"scanned"` (`tf.scan` loops: any size, a compact graph, the
+            form XLA compiles well) or `"auto"` (unrolled for maps of at
+            most 32 lines of static size outside XLA, scanned otherwise;
+            `keras_sdn.export` may make it scanned). See docs/sweeps.md.
+            On JAX and PyTorch: `"unrolled"` is a Python loop over the lines,
+            `"scanned"` a `keras.ops.scan` (a Python loop as well on
+            PyTorch), `"auto"` scanned inside `jax.jit` and unrolled
+            elsewhere. See docs/backends.md.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
-    The layer runs on every Keras backend: with TensorFlow the sweeps are
-    `keras_sdn.layers.sweep`'s loops with their hand-written gradient, with
-    JAX and PyTorch `keras.ops.scan` loops differentiated by the backend.
+    The layer runs on every Keras backend, with the same weights and the same
+    numbers: with TensorFlow the sweeps are `keras_sdn.layers.sweep`'s loops
+    with their hand-written gradient, with JAX and PyTorch
+    `keras_sdn.layers.sweep.keras_ops_sweeps`, differentiated by the backend.
 
     Input shape:
         `(batch, height, width, channels)`; height and width may be `None`.
@@ -95,6 +107,7 @@ class SpatialDependency(SpatialDependencyBase):
         bias_constraint=None,
         data_format=None,
         weight_normalization=False,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(
@@ -117,6 +130,7 @@ class SpatialDependency(SpatialDependencyBase):
             bias_constraint=bias_constraint,
             data_format=data_format,
             weight_normalization=weight_normalization,
+            implementation=implementation,
             **kwargs,
         )
         self.project_in = self.kernel_layer(
@@ -173,12 +187,14 @@ class SpatialDependency(SpatialDependencyBase):
             bias = ops.cast(self.bias, dtype)
         else:
             bias = ops.zeros((len(self.directions), 2, 3 * self.num_features), dtype)
-        corrected = _backend_sweeps()(corrected, kernel, recurrent_kernel, bias, self.directions)
+        corrected = _backend_sweeps()(
+            corrected, kernel, recurrent_kernel, bias, self.directions, self.implementation
+        )
         return self.activation(self.project_out(corrected))
 
 
 def _backend_sweeps():
     """The sweeps of the running backend: TensorFlow's own loops and gradient, or `keras.ops`."""
     if keras.backend.backend() == "tensorflow":
-        return sweep.sweeps
-    return _ops_sweeps.sweeps
+        return sweeps
+    return keras_ops_sweeps

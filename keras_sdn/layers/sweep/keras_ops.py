@@ -1,11 +1,12 @@
-"""The directional gated sweeps written with `keras.ops`, for every Keras backend.
+"""The sweeps written with `keras.ops`: the loops of the JAX and PyTorch backends.
 
-The same algebra as `keras_sdn.layers.sweep` (which documents it), in the
-form Keras' own recurrent layers take on the JAX and PyTorch backends: the
-lines of a sweep are visited by `keras.ops.scan` and the gradient is the
-backend's automatic differentiation through the loop. The TensorFlow backend
-uses `keras_sdn.layers.sweep` instead, whose loops and hand-written gradient
-are tuned for it; this module runs there too (the tests compare the two).
+The forward equations of `keras_sdn.layers.sweep` (which derives them), in
+the form Keras' own recurrent layers take on those backends: the lines of a
+sweep are visited by `keras.ops.scan` or by a Python loop (`implementation`
+`"scanned"` or `"unrolled"`), and the gradient is the backend's automatic
+differentiation through the loop. The TensorFlow backend runs the package's
+`scanned_sweeps` and `unrolled_sweeps` instead, whose hand-written gradient
+is tuned for it; these loops run there too (the tests compare the two).
 
 For one direction the map is transposed so that the swept axis leads,
 `(lines, batch, positions, F)`. The input projections of every line are one
@@ -17,19 +18,10 @@ one matrix product with the neighbourhood weights, and the gate arithmetic.
 import keras
 from keras import ops
 
-DIRECTIONS = ("up", "left", "right", "down")
-
-# direction -> (swept axis of a (batch, height, width, features) map,
-#               whether the sweep runs towards decreasing coordinates)
-SWEEP_AXIS = {
-    "up": (1, True),
-    "left": (2, True),
-    "right": (2, False),
-    "down": (1, False),
-}
+from keras_sdn.layers.sweep.directions import SWEEP_AXIS
 
 
-def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=None):
+def keras_ops_sweeps(inputs, kernels, recurrent_kernels, biases, directions, implementation="auto"):
     """Runs one gated sweep per direction, in order, over a `(batch, height, width, F)` map.
 
     Args:
@@ -43,21 +35,19 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=None):
         biases: Tensor `(D, 2, 3F)`: input biases `b_x` and neighbourhood
             biases `b_u` of each direction.
         directions: Sequence of `D` names from `DIRECTIONS`.
-        unroll: Whether the loop over the lines is a Python loop (one copy of
-            the step per line, as Keras' recurrent layers do with
-            `unroll=True`) rather than `keras.ops.scan`. Needs a static
-            number of lines. Defaults to `keras.ops.scan` inside a JAX
-            transformation such as `jax.jit` (one compiled loop, compiled
-            several times sooner than the unrolled lines and as fast or
-            faster), and to the Python loop elsewhere: eager JAX would
-            compile the scan anew at every call, and the PyTorch backend's
-            scan is a Python loop anyway.
+        implementation: `"unrolled"`: a Python loop over the lines (one copy
+            of the step per line, as Keras' recurrent layers do with
+            `unroll=True`); `"scanned"`: `keras.ops.scan`; `"auto"`: scanned
+            inside a JAX transformation such as `jax.jit` (one compiled loop,
+            compiled several times sooner than the unrolled lines), unrolled
+            elsewhere (eager JAX would compile the scan anew at every call;
+            the PyTorch backend's scan is a Python loop anyway).
 
     Returns:
         The corrected map, same shape and dtype as `inputs`.
     """
-    if unroll is None:
-        unroll = not _traced_by_jax(inputs)
+    if implementation == "auto":
+        implementation = "scanned" if _traced_by_jax(inputs) else "unrolled"
     corrected, layout = inputs, (0, 1, 2, 3)
     for index, direction in enumerate(directions):
         axis, backwards = SWEEP_AXIS[direction]
@@ -70,7 +60,7 @@ def sweeps(inputs, kernels, recurrent_kernels, biases, directions, unroll=None):
             recurrent_kernels[index],
             biases[index],
             backwards=backwards,
-            unroll=unroll,
+            unroll=implementation == "unrolled",
         )
     return _transpose(corrected, layout, (0, 1, 2, 3))
 
