@@ -58,6 +58,19 @@ def test_spatial_dependency_matches_reference(
     assert relative_error(actual, expected) <= 1e-5
 
 
+@pytest.mark.parametrize("implementation", ["unrolled", "scanned"])
+def test_every_implementation_matches_reference(implementation):
+    layer = SpatialDependency(3, num_features=4, directions=4, implementation=implementation)
+    x = images((2, 3, 4, 2), seed=13)
+    layer.build(x.shape)
+    randomize(layer, seed=14)
+
+    expected = sdn_reference.spatial_dependency(
+        x.astype(np.float64), reference_weights(layer), layer.directions, 1
+    )
+    assert relative_error(to_numpy(layer(x)), expected) <= 1e-5
+
+
 @pytest.mark.parametrize("upsample", [1, 2])
 def test_residual_spatial_dependency_matches_reference(upsample):
     layer = ResidualSpatialDependency(
