@@ -22,19 +22,11 @@ from keras_sdn.layers.sweep.directions import SWEEP_AXIS
 
 
 def keras_ops_sweeps(inputs, kernels, recurrent_kernels, biases, directions, implementation="auto"):
-    """Runs one gated sweep per direction, in order, over a `(batch, height, width, F)` map.
+    """`keras_sdn.layers.sweep.sweeps` in `keras.ops`: one gated sweep per direction.
 
     Args:
-        inputs: Tensor `(batch, height, width, F)`, the map to correct.
-        kernels: Tensor `(D, F, 3F)`, each direction's input weights
-            `[W_r, W_z, W_n]`.
-        recurrent_kernels: Tensor `(D, 3F, 3F)`, each direction's
-            neighbourhood weights: rows `[0, F)` act on the lower-coordinate
-            neighbour, `[F, 2F)` on the aligned one, `[2F, 3F)` on the
-            higher-coordinate one; columns are the `r, z, n` gates.
-        biases: Tensor `(D, 2, 3F)`: input biases `b_x` and neighbourhood
-            biases `b_u` of each direction.
-        directions: Sequence of `D` names from `DIRECTIONS`.
+        inputs, kernels, recurrent_kernels, biases, directions: As for
+            `keras_sdn.layers.sweep.sweeps`.
         implementation: `"unrolled"`: a Python loop over the lines (one copy
             of the step per line, as Keras' recurrent layers do with
             `unroll=True`); `"scanned"`: `keras.ops.scan`; `"auto"`: scanned
