@@ -19,6 +19,7 @@ import keras
 from keras import ops
 
 from keras_sdn.layers.sweep.directions import SWEEP_AXIS
+from keras_sdn.layers.sweep.gates import gated_update
 
 
 def keras_ops_sweeps(inputs, kernels, recurrent_kernels, biases, directions, implementation="auto"):
@@ -104,8 +105,17 @@ def line_sweep(lines, kernel, recurrent_kernel, bias, backwards=False, unroll=Fa
         neighbourhood = ops.concatenate(
             [neighbourhood[:, :-2], neighbourhood[:, 1:-1], neighbourhood[:, 2:]], axis=-1
         )
-        recurrent = ops.matmul(neighbourhood, recurrent_kernel) + neighbourhood_bias
-        corrected = gated_update(x, projection, recurrent)
+        recurrent_reset, recurrent_update, recurrent_proposal = ops.split(
+            ops.matmul(neighbourhood, recurrent_kernel) + neighbourhood_bias, 3, axis=-1
+        )
+        x_reset, x_update, x_proposal = ops.split(projection, 3, axis=-1)
+        corrected = gated_update(
+            x,
+            x_reset + recurrent_reset,
+            x_update + recurrent_update,
+            x_proposal,
+            recurrent_proposal,
+        )[0]
         return corrected, corrected
 
     if not unroll:
@@ -120,26 +130,3 @@ def line_sweep(lines, kernel, recurrent_kernel, bias, backwards=False, unroll=Fa
         previous, _ = step(previous, (lines[index], projections[index]))
         corrected[index] = previous
     return ops.stack(corrected)
-
-
-def gated_update(x, projection, recurrent):
-    """The GRU-like correction of a line `x` from its gates' two projections.
-
-    Args:
-        x: Tensor `(..., F)`, the line.
-        projection: Tensor `(..., 3F)`: `x W + b_x`, with `b_u` added for the
-            reset and update gates.
-        recurrent: Tensor `(..., 3F)`: `nb U`, with `b_u` added for the
-            proposal only.
-
-    Returns:
-        `z * x + (1 - z) * n`, with `r = sigmoid(x W_r + nb U_r + b_r)`,
-        `z = sigmoid(x W_z + nb U_z + b_z)` and
-        `n = tanh(r * (x W_n + b_xn) + nb U_n + b_un)`.
-    """
-    x_reset, x_update, x_proposal = ops.split(projection, 3, axis=-1)
-    recurrent_reset, recurrent_update, recurrent_proposal = ops.split(recurrent, 3, axis=-1)
-    reset = ops.sigmoid(x_reset + recurrent_reset)
-    update = ops.sigmoid(x_update + recurrent_update)
-    proposal = ops.tanh(reset * x_proposal + recurrent_proposal)
-    return proposal + update * (x - proposal)
