@@ -57,8 +57,19 @@ setuptools.setup(
     # tensorflow-serving-api: the PredictionLog proto, to read the warm-up requests in the tests.
     # ruff: run by tests/test_style.py; its minor releases change the format style and the rules,
     # so one minor release is pinned. The docs packages: tests/test_docs.py builds the site.
+    # jax: the layers on the JAX backend (CPU wheels; tested with 0.10). PyTorch has no extra:
+    # its default wheels pull several GB of CUDA libraries; the layers run on any torch that
+    # Keras supports (tested with 2.13), and the tests use it when it is installed.
     extras_require={
-        "test": ["pytest", "scipy", "scikit-learn", "tensorflow-serving-api", "ruff>=0.17.6,<0.18"]
+        "jax": ["jax>=0.10"],
+        "test": [
+            "pytest",
+            "scipy",
+            "scikit-learn",
+            "tensorflow-serving-api",
+            "ruff>=0.17.6,<0.18",
+            "jax>=0.10",
+        ]
         + DOCS_REQUIREMENTS,
         "docs": DOCS_REQUIREMENTS,
         "photos": ["scikit-learn"],

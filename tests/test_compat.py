@@ -18,7 +18,6 @@ from keras.src.backend.tensorflow import trainer
 
 from keras_sdn import _compat
 from keras_sdn.distribute import enable_multi_worker_fit
-from keras_sdn.layers import ResidualSpatialDependency
 from keras_sdn.layers import SpatialDependency
 from keras_sdn.layers import sweep
 from keras_sdn.optimizers import UpdateSkipper
@@ -140,14 +139,14 @@ def test_setup_bounds_match_the_compatibility_table_and_the_installed_release(pa
 @pytest.mark.parametrize(
     "construct, name",
     [
-        (lambda: SpatialDependency(4), "SpatialDependency"),
-        (lambda: ResidualSpatialDependency(4), "ResidualSpatialDependency"),
         (lambda: UpdateSkipper(), "UpdateSkipper"),
         (lambda: _compat.require_tensorflow_backend("f"), "f"),
     ],
 )
 def test_tensorflow_only_classes_raise_under_another_backend(monkeypatch, backend, construct, name):
-    # jax and torch are not installed here: the detected backend is patched.
+    # The detected backend is patched: Keras' own backend is fixed at import. (The
+    # layers run on every backend, and the models refuse others on import:
+    # tests/test_backends.py checks both in subprocesses.)
     monkeypatch.setattr(keras.backend, "backend", lambda: backend)
     pattern = rf"^Expected the TensorFlow backend: `{name}` .*Received: backend='{backend}'$"
     with pytest.raises(ValueError, match=pattern):

@@ -12,7 +12,6 @@ from keras import regularizers
 from keras_sdn._checks import check_bool
 from keras_sdn._checks import check_choice
 from keras_sdn._checks import check_int
-from keras_sdn._compat import require_tensorflow_backend
 from keras_sdn.layers.sweep import DIRECTIONS
 from keras_sdn.layers.sweep import IMPLEMENTATIONS
 from keras_sdn.layers.weight_normalization import WeightNormalization
@@ -110,7 +109,6 @@ class SpatialDependencyBase(keras.layers.Layer):
         implementation="auto",
         **kwargs,
     ):
-        require_tensorflow_backend(type(self).__name__)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         filters = check_int("filters", filters, 1)
         num_features = filters if num_features is None else num_features

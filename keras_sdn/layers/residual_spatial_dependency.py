@@ -54,8 +54,7 @@ class ResidualSpatialDependency(SpatialDependencyBase):
             `"unrolled"` or `"scanned"`, as for `SpatialDependency`.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
-    The layer needs the TensorFlow backend; under another one the constructor
-    raises a `ValueError`.
+    The layer runs on every Keras backend (see `SpatialDependency`).
 
     Input shape:
         `(batch, height, width, channels)`; height and width may be `None`.

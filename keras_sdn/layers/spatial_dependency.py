@@ -1,12 +1,13 @@
 """The spatial dependency layer (Miladinovic et al., ICLR 2021)."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_sdn.layers._base import SpatialDependencyBase
 from keras_sdn.layers._base import check_image_input
 from keras_sdn.layers._base import clone_initializer
 from keras_sdn.layers._base import project_in_layer
+from keras_sdn.layers.sweep import keras_ops_sweeps
 from keras_sdn.layers.sweep import sweeps
 
 
@@ -61,10 +62,16 @@ class SpatialDependency(SpatialDependencyBase):
             form XLA compiles well) or `"auto"` (unrolled for maps of at
             most 32 lines of static size outside XLA, scanned otherwise;
             `keras_sdn.export` may make it scanned). See docs/sweeps.md.
+            On JAX and PyTorch: `"unrolled"` is a Python loop over the lines,
+            `"scanned"` a `keras.ops.scan` (a Python loop as well on
+            PyTorch), `"auto"` scanned inside `jax.jit` and unrolled
+            elsewhere. See docs/backends.md.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
-    The layer needs the TensorFlow backend; under another one the constructor
-    raises a `ValueError`.
+    The layer runs on every Keras backend, with the same weights and the same
+    numbers: with TensorFlow the sweeps are `keras_sdn.layers.sweep`'s loops
+    with their hand-written gradient, with JAX and PyTorch
+    `keras_sdn.layers.sweep.keras_ops_sweeps`, differentiated by the backend.
 
     Input shape:
         `(batch, height, width, channels)`; height and width may be `None`.
@@ -172,15 +179,22 @@ class SpatialDependency(SpatialDependencyBase):
         self.project_out.build(self.project_in.compute_output_shape(input_shape))
 
     def call(self, inputs):
-        corrected = tf.tanh(self.project_in(inputs))
+        corrected = ops.tanh(self.project_in(inputs))
         dtype = corrected.dtype
-        kernel = tf.cast(self.kernel, dtype)
-        recurrent_kernel = tf.cast(self.recurrent_kernel, dtype)
+        kernel = ops.cast(self.kernel, dtype)
+        recurrent_kernel = ops.cast(self.recurrent_kernel, dtype)
         if self.use_bias:
-            bias = tf.cast(self.bias, dtype)
+            bias = ops.cast(self.bias, dtype)
         else:
-            bias = tf.zeros((len(self.directions), 2, 3 * self.num_features), dtype)
-        corrected = sweeps(
+            bias = ops.zeros((len(self.directions), 2, 3 * self.num_features), dtype)
+        corrected = _backend_sweeps()(
             corrected, kernel, recurrent_kernel, bias, self.directions, self.implementation
         )
         return self.activation(self.project_out(corrected))
+
+
+def _backend_sweeps():
+    """The sweeps of the running backend: TensorFlow's own loops and gradient, or `keras.ops`."""
+    if keras.backend.backend() == "tensorflow":
+        return sweeps
+    return keras_ops_sweeps

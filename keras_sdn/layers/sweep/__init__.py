@@ -69,6 +69,10 @@ differentiated through a loop by autodiff. Two loop forms, each a function
 `sweeps` picks one (`resolve_implementation`: a layer's `implementation`
 argument, `"auto"` by default) and sweeps a large batch in two halves in
 graph mode on a CPU.
+
+On the JAX and PyTorch backends the layers run `keras_ops_sweeps` instead:
+the forward equations in `keras.ops`, as a Python loop or `keras.ops.scan`,
+differentiated by the backend (module `keras_ops`).
 """
 
 from keras_sdn.layers.sweep.directions import DIRECTIONS
@@ -79,6 +83,7 @@ from keras_sdn.layers.sweep.dispatch import auto_implementation
 from keras_sdn.layers.sweep.dispatch import resolve_implementation
 from keras_sdn.layers.sweep.dispatch import sweeps
 from keras_sdn.layers.sweep.dispatch import whole_batch
+from keras_sdn.layers.sweep.keras_ops import keras_ops_sweeps
 from keras_sdn.layers.sweep.scanned import scanned_sweeps
 from keras_sdn.layers.sweep.unrolled import unrolled_sweeps
 
@@ -88,6 +93,7 @@ __all__ = [
     "IMPLEMENTATIONS",
     "LOOPS",
     "auto_implementation",
+    "keras_ops_sweeps",
     "resolve_implementation",
     "scanned_sweeps",
     "sweeps",

@@ -4,9 +4,12 @@ Every function here is elementwise over positions, or one matrix product
 over the last axis, so it serves the scanned loop (`(T, batch, A, F)`
 tensors) and the unrolled one (`(batch * A, F)` rows of a line) alike. The
 equations, forward and backward, are derived in `keras_sdn.layers.sweep`.
+`gated_update` is written in `keras.ops`: the loops of every backend
+(`keras_ops`) share it.
 """
 
 import tensorflow as tf
+from keras import ops
 
 
 def matmul(tensor, matrix):
@@ -55,9 +58,9 @@ def gated_update(x, reset_preactivation, update_preactivation, x_proposal, recur
     Returns:
         `(corrected, r, z, n)`.
     """
-    reset = tf.sigmoid(reset_preactivation)
-    update = tf.sigmoid(update_preactivation)
-    proposal = tf.tanh(reset * x_proposal + recurrent_proposal)
+    reset = ops.sigmoid(reset_preactivation)
+    update = ops.sigmoid(update_preactivation)
+    proposal = ops.tanh(reset * x_proposal + recurrent_proposal)
     return proposal + update * (x - proposal), reset, update, proposal
 
 
