@@ -127,12 +127,14 @@ def exchange_inputs():
 
 def model_values(model):
     """`model`'s outputs on `exchange_inputs()` and the gradients of the outputs
-    times the cotangent, by the inputs and by each trainable weight (keyed by path)."""
+    times the cotangent, by the inputs and by each trainable weight (keyed by
+    position and name: a loaded model's variable paths carry the loading
+    backend's layer numbering)."""
     x, cotangent = exchange_inputs()
     gradient_of_input, *weight_gradients = layer_gradients(model, x, cotangent)
     values = {"outputs": to_numpy(model(x)), "inputs gradient": gradient_of_input}
-    for variable, gradient in zip(model.trainable_variables, weight_gradients):
-        values[variable.path] = gradient
+    for index, (variable, gradient) in enumerate(zip(model.trainable_variables, weight_gradients)):
+        values[f"weight {index} {variable.name}"] = gradient
     return values
 
 
