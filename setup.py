@@ -64,6 +64,7 @@ setuptools.setup(
         "jax": ["jax>=0.10"],
         "test": [
             "pytest",
+            "pytest-xdist>=3",
             "scipy",
             "scikit-learn",
             "tensorflow-serving-api",

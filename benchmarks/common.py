@@ -12,8 +12,9 @@ import tensorflow as tf
 def configuration_parser(description):
     """A parser with `--size`, `--features`, `--directions` and `--batch`.
 
-    Defaults: the speed issue's target configuration, a `(32, 32, 32, 64)`
-    batch and 2 directions.
+    Defaults: a `(32, 32, 32, 64)` batch (32 images of 32x32 with 64
+    features) and 2 directions, the configuration the layer's speed is
+    reported for (docs/results.md).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--size", type=int, default=32, help="height and width of the map")

@@ -65,10 +65,12 @@ CONFIGURATIONS = {
         "batch_size": 16,
         "learning_rate": 3e-3,
     },
+    "sdn_max8_d1": {"use_sdn": True, "sdn_max_scale": 8, "sdn_directions": 1},
     "baseline": {"use_sdn": False},
     "baseline_lr4e-3": {"use_sdn": False, "learning_rate": 4e-3},
     "baseline_wide48": {"use_sdn": False, "hidden_channels": 48},
     "baseline_b16": {"use_sdn": False, "batch_size": 16, "learning_rate": 3e-3},
+    "baseline_deep8": {"use_sdn": False, "num_layers": 8},
 }
 
 

@@ -58,7 +58,9 @@ def backend_run(request, exchange_dir):
     """The layer tests run on a backend: `(backend, completed process)`."""
     backend = request.param
     environment = dict(os.environ, KERAS_BACKEND=backend, KERAS_SDN_EXCHANGE_DIR=str(exchange_dir))
-    command = [sys.executable, "-m", "pytest", str(BACKEND_TESTS), "-q", "-p", "no:cacheprovider"]
+    # One process (-n 0): the suite's own two workers already share the CPU cores.
+    command = [sys.executable, "-m", "pytest", str(BACKEND_TESTS), "-q", "-n", "0"]
+    command += ["-p", "no:cacheprovider"]
     # The timeout only stops a hung subprocess: on 2 busy CPU cores the JAX run took over 30 minutes.
     process = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=7200)
     return backend, process

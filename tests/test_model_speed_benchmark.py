@@ -41,6 +41,12 @@ def test_model_speed_writes_its_fields(tmp_path):
         "--profile-runs",
         "1",
         "--without-sweeps",
+        "--set",
+        "num_layers=2",
+        "--set",
+        "downsample_at=[0]",
+        "--set",
+        "num_mixtures=2",
         output=tmp_path / "model_speed.json",
     )
     (row,) = result["results"]
