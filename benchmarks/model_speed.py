@@ -54,7 +54,7 @@ from common import model_overrides  # noqa: E402
 from common import run_once  # noqa: E402
 from common import write_json  # noqa: E402
 from keras_sdn.layers import ResidualSpatialDependency  # noqa: E402
-from keras_sdn.layers import spatial_dependency  # noqa: E402
+from keras_sdn.layers import sweep  # noqa: E402
 from keras_sdn.models import SDNVAE  # noqa: E402
 from layer_profile import op_type  # noqa: E402
 from layer_profile import traced_events  # noqa: E402
@@ -138,14 +138,14 @@ def sweeps_skipped():
 
     (The sweeps' weights then get no gradient: Keras' warning about it is silenced.)
     """
-    sweeps = spatial_dependency.sweeps
-    spatial_dependency.sweeps = lambda inputs, *weights: inputs
+    sweeps = sweep.sweeps
+    sweep.sweeps = lambda inputs, *weights: inputs
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Gradients do not exist")
             yield
     finally:
-        spatial_dependency.sweeps = sweeps
+        sweep.sweeps = sweeps
 
 
 def training_step(model):

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from keras_sdn.layers import SpatialDependency
+from tiny_models import TWO_LAYER_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--batch", "2", "--features", "8"]
@@ -116,10 +117,7 @@ def test_vae_convergence_records_a_curve_and_plots_it(tmp_path):
         "8",
         "--fidelity-examples",
         "16",
-        "--set",
-        "num_layers=2",
-        "--set",
-        "downsample_at=[0]",
+        *TWO_LAYER_FLAGS,
         "--plot",
         str(plot),
         output=tmp_path / "curve.json",

@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras_sdn.layers import SpatialDependency
 from test_benchmarks import ROOT
 from test_benchmarks import run_script
+from tiny_models import TWO_LAYER_FLAGS
 
 PARTS = {
     "SDN sweeps: forward loops",
@@ -41,10 +42,7 @@ def test_model_speed_writes_its_fields(tmp_path):
         "--profile-runs",
         "1",
         "--without-sweeps",
-        "--set",
-        "num_layers=2",
-        "--set",
-        "downsample_at=[0]",
+        *TWO_LAYER_FLAGS,
         "--set",
         "num_mixtures=2",
         output=tmp_path / "model_speed.json",

@@ -202,6 +202,11 @@ def test_auto_implementation_context_sets_only_auto_layers(implementation):
     assert outside == ("unrolled" if implementation == "auto" else implementation)
 
 
+def test_the_layers_choices_are_auto_and_the_tensorflow_loops():
+    # IMPLEMENTATIONS is written out so that the layers need not import TensorFlow.
+    assert sweep.IMPLEMENTATIONS == ("auto", *sweep.LOOPS)
+
+
 def test_auto_implementation_rejects_auto():
     with pytest.raises(ValueError, match=r"Received: implementation='auto'$"):
         sweep.auto_implementation("auto")

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from tiny_models import TWO_LAYER_FLAGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
     "--image-size",
@@ -25,10 +27,7 @@ TINY = [
     "iaf_hidden_channels=8",
     "--set",
     "context_channels=8",
-    "--set",
-    "num_layers=2",
-    "--set",
-    "downsample_at=[0]",
+    *TWO_LAYER_FLAGS,
     "--set",
     "num_mixtures=2",
     "--configuration",

@@ -1,5 +1,9 @@
 """Small models shared by the tests and their subprocess scripts."""
 
+# The benchmark scripts' `--set` flags for a two-layer SDN-VAE with one
+# down-sampling: their tests check what they record, not how well it learns.
+TWO_LAYER_FLAGS = ["--set", "num_layers=2", "--set", "downsample_at=[0]"]
+
 
 def tiny_sdn_vae(**overrides):
     """A 4x4 SDN-VAE, its convolutional variant: SDN layers, slow to trace, are

@@ -3,12 +3,11 @@
 import keras
 from keras import ops
 
+from keras_sdn.layers import sweep
 from keras_sdn.layers._base import SpatialDependencyBase
 from keras_sdn.layers._base import check_image_input
 from keras_sdn.layers._base import clone_initializer
 from keras_sdn.layers._base import project_in_layer
-from keras_sdn.layers.sweep import keras_ops_sweeps
-from keras_sdn.layers.sweep import sweeps
 
 
 @keras.saving.register_keras_serializable(package="keras_sdn")
@@ -196,5 +195,5 @@ class SpatialDependency(SpatialDependencyBase):
 def _backend_sweeps():
     """The sweeps of the running backend: TensorFlow's own loops and gradient, or `keras.ops`."""
     if keras.backend.backend() == "tensorflow":
-        return sweeps
-    return keras_ops_sweeps
+        return sweep.sweeps
+    return sweep.keras_ops_sweeps

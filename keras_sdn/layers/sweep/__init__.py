@@ -75,28 +75,37 @@ the forward equations in `keras.ops`, as a Python loop or `keras.ops.scan`,
 differentiated by the backend (module `keras_ops`).
 """
 
-from keras_sdn.layers.sweep.directions import DIRECTIONS
-from keras_sdn.layers.sweep.dispatch import AUTO_MAX_UNROLLED_LINES
-from keras_sdn.layers.sweep.dispatch import IMPLEMENTATIONS
-from keras_sdn.layers.sweep.dispatch import LOOPS
-from keras_sdn.layers.sweep.dispatch import auto_implementation
-from keras_sdn.layers.sweep.dispatch import resolve_implementation
-from keras_sdn.layers.sweep.dispatch import sweeps
-from keras_sdn.layers.sweep.dispatch import whole_batch
-from keras_sdn.layers.sweep.keras_ops import keras_ops_sweeps
-from keras_sdn.layers.sweep.scanned import scanned_sweeps
-from keras_sdn.layers.sweep.unrolled import unrolled_sweeps
+import importlib
 
-__all__ = [
-    "AUTO_MAX_UNROLLED_LINES",
-    "DIRECTIONS",
-    "IMPLEMENTATIONS",
-    "LOOPS",
-    "auto_implementation",
-    "keras_ops_sweeps",
-    "resolve_implementation",
-    "scanned_sweeps",
-    "sweeps",
-    "unrolled_sweeps",
-    "whole_batch",
-]
+from keras_sdn.layers.sweep.directions import DIRECTIONS
+from keras_sdn.layers.sweep.keras_ops import keras_ops_sweeps
+
+# The layers' `implementation` argument: "auto" or one of the loop forms,
+# which every backend's loops have.
+IMPLEMENTATIONS = ("auto", "unrolled", "scanned")
+
+# The TensorFlow loops, imported on first access: on the JAX and PyTorch
+# backends the layers run without importing TensorFlow.
+_TENSORFLOW_NAMES = {
+    "AUTO_MAX_UNROLLED_LINES": "dispatch",
+    "LOOPS": "dispatch",
+    "auto_implementation": "dispatch",
+    "resolve_implementation": "dispatch",
+    "sweeps": "dispatch",
+    "whole_batch": "dispatch",
+    "scanned_sweeps": "scanned",
+    "unrolled_sweeps": "unrolled",
+}
+
+__all__ = ["DIRECTIONS", "IMPLEMENTATIONS", "keras_ops_sweeps", *_TENSORFLOW_NAMES]
+
+
+def __getattr__(name):
+    if name in _TENSORFLOW_NAMES:
+        module = importlib.import_module(f"{__name__}.{_TENSORFLOW_NAMES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_TENSORFLOW_NAMES))

@@ -1,6 +1,9 @@
-"""The four sweep directions, and running one line sweep per direction over a map."""
+"""The four sweep directions, and running one line sweep per direction over a map.
 
-import tensorflow as tf
+Written with `keras.ops`: the loops of every backend share it.
+"""
+
+from keras import ops
 
 DIRECTIONS = ("up", "left", "right", "down")
 
@@ -38,7 +41,7 @@ def sweep_directions(line_sweeps, inputs, kernels, recurrent_kernels, biases, di
     The map is transposed so that the swept axis leads, once for a run of
     sweeps along the same axis.
     """
-    weights = zip(tf.unstack(kernels), tf.unstack(recurrent_kernels), tf.unstack(biases))
+    weights = zip(ops.unstack(kernels), ops.unstack(recurrent_kernels), ops.unstack(biases))
     corrected, layout = inputs, _NATURAL_LAYOUT
     for direction, direction_weights in zip(directions, weights):
         axis, backwards = SWEEP_AXIS[direction]
@@ -51,4 +54,4 @@ def _to_layout(tensor, layout, new_layout):
     """Transposes `tensor`, whose axes are `layout` of the natural axes, to `new_layout`."""
     if layout == new_layout:
         return tensor, layout
-    return tf.transpose(tensor, [layout.index(axis) for axis in new_layout]), new_layout
+    return ops.transpose(tensor, [layout.index(axis) for axis in new_layout]), new_layout

@@ -12,7 +12,6 @@ from keras_sdn.layers.sweep.unrolled import unrolled_sweeps
 
 # implementation -> loop form, each `loop(inputs, kernels, recurrent_kernels, biases, directions)`.
 LOOPS = {"unrolled": unrolled_sweeps, "scanned": scanned_sweeps}
-IMPLEMENTATIONS = ("auto", *LOOPS)
 # "auto" unrolls sweeps over at most this many lines (the graph grows with the lines).
 AUTO_MAX_UNROLLED_LINES = 32
 # Values (half the batch x positions x features) of a line below which the

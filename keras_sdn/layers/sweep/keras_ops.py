@@ -15,10 +15,12 @@ corrected line's three neighbours of every position (zeros outside the line),
 one matrix product with the neighbourhood weights, and the gate arithmetic.
 """
 
+import functools
+
 import keras
 from keras import ops
 
-from keras_sdn.layers.sweep.directions import SWEEP_AXIS
+from keras_sdn.layers.sweep.directions import sweep_directions
 from keras_sdn.layers.sweep.gates import gated_update
 
 
@@ -41,21 +43,12 @@ def keras_ops_sweeps(inputs, kernels, recurrent_kernels, biases, directions, imp
     """
     if implementation == "auto":
         implementation = "scanned" if _traced_by_jax(inputs) else "unrolled"
-    corrected, layout = inputs, (0, 1, 2, 3)
-    for index, direction in enumerate(directions):
-        axis, backwards = SWEEP_AXIS[direction]
-        lines_layout = (axis, 0, 3 - axis, 3)
-        corrected = _transpose(corrected, layout, lines_layout)
-        layout = lines_layout
-        corrected = line_sweep(
-            corrected,
-            kernels[index],
-            recurrent_kernels[index],
-            biases[index],
-            backwards=backwards,
-            unroll=implementation == "unrolled",
-        )
-    return _transpose(corrected, layout, (0, 1, 2, 3))
+    unroll = implementation == "unrolled"
+    line_sweeps = {
+        backwards: functools.partial(line_sweep, backwards=backwards, unroll=unroll)
+        for backwards in (False, True)
+    }
+    return sweep_directions(line_sweeps, inputs, kernels, recurrent_kernels, biases, directions)
 
 
 def _traced_by_jax(tensor):
@@ -64,13 +57,6 @@ def _traced_by_jax(tensor):
     import jax
 
     return isinstance(tensor, jax.core.Tracer)
-
-
-def _transpose(tensor, layout, new_layout):
-    """`tensor`, whose axes are `layout` of the natural axes, with its axes as `new_layout`."""
-    if layout == new_layout:
-        return tensor
-    return ops.transpose(tensor, [layout.index(axis) for axis in new_layout])
 
 
 def line_sweep(lines, kernel, recurrent_kernel, bias, backwards=False, unroll=False):

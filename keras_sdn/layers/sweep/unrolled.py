@@ -6,11 +6,11 @@ import tensorflow as tf
 
 from keras_sdn.layers.sweep.directions import sweep_directions
 from keras_sdn.layers.sweep.directions import swept_sizes
-from keras_sdn.layers.sweep.gates import gate_coefficients
 from keras_sdn.layers.sweep.gates import gated_update
-from keras_sdn.layers.sweep.gates import input_projections
-from keras_sdn.layers.sweep.gates import line_input_gradient
-from keras_sdn.layers.sweep.gates import preactivation_gradients
+from keras_sdn.layers.sweep.line_algebra import gate_coefficients
+from keras_sdn.layers.sweep.line_algebra import input_projections
+from keras_sdn.layers.sweep.line_algebra import line_input_gradient
+from keras_sdn.layers.sweep.line_algebra import preactivation_gradients
 from keras_sdn.layers.sweep.neighbourhood import NeighbourhoodProducts
 from keras_sdn.layers.sweep.neighbourhood import lines_of_rows
 from keras_sdn.layers.sweep.neighbourhood import rows_of_lines
