@@ -24,7 +24,8 @@ need `TF_CPU_ALLOCATOR_USE_BFC=true`; the script sets it).
     python benchmarks/layer_speed.py --sizes 32 --features 64 --directions 2 --batch 32
     python benchmarks/layer_speed.py --backend jax --sizes 32 64 --features 64 --directions 2
 
-Prints a table and writes it as JSON (`--output`).
+Prints a table and writes it as JSON (`--output`, by default
+`benchmarks/layer_speed_<backend>.json`).
 """
 
 import argparse
@@ -69,12 +70,7 @@ def parse_args():
         choices=MODES[BACKEND],
         help="how the passes are compiled (torch: `compile` is not in the default)",
     )
-    parser.add_argument(
-        "--output",
-        default="benchmarks/layer_speed.json"
-        if BACKEND == "tensorflow"
-        else f"benchmarks/layer_speed_{BACKEND}.json",
-    )
+    parser.add_argument("--output", default=f"benchmarks/layer_speed_{BACKEND}.json")
     return parser.parse_args()
 
 

@@ -109,10 +109,12 @@ def line_sweep(lines, kernel, recurrent_kernel, bias, backwards=False, unroll=Fa
             step, ops.zeros_like(lines[0]), (lines, projections), reverse=backwards
         )
         return corrected
-    count = lines.shape[0]
-    corrected = [None] * count
-    previous = ops.zeros_like(lines[0])
-    for index in reversed(range(count)) if backwards else range(count):
-        previous, _ = step(previous, (lines[index], projections[index]))
+    # Unstacked once, not indexed line by line: the gradient of each index
+    # would be a zero tensor the size of all the lines.
+    steps = list(zip(ops.unstack(lines), ops.unstack(projections)))
+    corrected = [None] * len(steps)
+    previous = ops.zeros_like(steps[0][0])
+    for index in reversed(range(len(steps))) if backwards else range(len(steps)):
+        previous, _ = step(previous, steps[index])
         corrected[index] = previous
     return ops.stack(corrected)
